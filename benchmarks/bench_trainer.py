@@ -1,0 +1,102 @@
+"""Trainer benchmark: time per point-step and achieved GFLOP/s of the cell program.
+
+    .venv/bin/python benchmarks/bench_trainer.py                 # N ∈ {128, 512}, H ∈ {8, 32}, G ∈ {1, 44}
+    .venv/bin/python benchmarks/bench_trainer.py --width 512 --depth 128 --points 44   # one shape
+
+GFLOP/s counts only the matrix products the algorithm needs (`mupc_sweep.cost.step_flops`) and is
+compared with this device's dense float32 matmul rate, measured in the same run. Inputs are random
+MNIST-shaped data (784 → 10); the rates are chosen so that no point stops early.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mupc_sweep.cost import step_flops
+from mupc_sweep.train import CellConfig, _train_cell, describe_device
+
+D_IN, N_CLASSES, BATCH = 784, 10, 64
+
+
+def matmul_gflops(n: int = 4096, repeats: int = 10) -> float:
+    """Dense float32 (n × n) @ (n × n) rate of the default device, best of `repeats`."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_cell(width: int, depth: int, points: int, *, target_s: float, chunk: int | None) -> dict:
+    flops = step_flops(
+        algorithm="pc", d_in=D_IN, width=width, depth=depth, d_out=N_CLASSES, inference_steps=depth, batch_size=BATCH
+    )
+    rate_guess = 100e9 if jax.devices()[0].platform == "cpu" else 100e12
+    steps = int(np.clip(target_s * rate_guess / (flops * points), 2, 300))
+    rng = np.random.default_rng(0)
+    x_train = rng.normal(size=(steps * BATCH, D_IN)).astype(np.float32)
+    y_train = rng.integers(0, N_CLASSES, steps * BATCH).astype(np.int32)
+    x_test, y_test = x_train[:BATCH], y_train[:BATCH]
+    cfg = CellConfig(width=width, depth=depth, activation="tanh", epochs=1.0, eval_every=10**9, batch_size=BATCH)
+    etas = np.resize([1e-3, 5e-4, 1e-4, 5e-5], points)
+    betas = np.resize([0.1, 0.05, 0.01], points)
+    chunk = chunk or (1 if jax.devices()[0].platform == "cpu" else points)
+    args = (
+        jnp.asarray(x_train), jnp.asarray(y_train), jnp.asarray(x_test), jnp.asarray(y_test),
+        jnp.zeros(points, jnp.uint32), jnp.asarray(etas, jnp.float32), jnp.asarray(betas, jnp.float32),
+    )
+    start = time.perf_counter()
+    compiled = _train_cell.lower(*args, cfg=cfg, n_classes=N_CLASSES, chunk=chunk).compile()
+    compile_s = time.perf_counter() - start
+    compiled(*args)[0].block_until_ready()  # warm-up
+    start = time.perf_counter()
+    out = compiled(*args)
+    jax.block_until_ready(out)
+    wall = time.perf_counter() - start
+    steps_run = np.asarray(out[4])
+    if not np.all(steps_run == steps):
+        print(f"  warning: some points stopped early (steps run {steps_run.min()}..{steps_run.max()} of {steps})")
+    per_point_step = wall / (points * steps)
+    return dict(
+        width=width, depth=depth, points=points, chunk=chunk, steps=steps, compile_s=compile_s,
+        ms_per_point_step=1e3 * per_point_step, gflops=flops / per_point_step / 1e9,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=int, nargs="*", default=[128, 512])
+    parser.add_argument("--depth", type=int, nargs="*", default=[8, 32])
+    parser.add_argument("--points", type=int, nargs="*", default=[1, 44])
+    parser.add_argument("--chunk", type=int, default=None, help="points vmapped together (default: the trainer's)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="target run time per measurement")
+    args = parser.parse_args()
+
+    peak = matmul_gflops()
+    print(f"device: {describe_device()}   jax {jax.__version__}")
+    print(f"dense float32 matmul (4096²): {peak:.1f} GFLOP/s\n")
+    header = f"{'N':>5} {'H':>4} {'G':>3} {'chunk':>5} {'steps':>5} {'compile s':>9} {'ms/point-step':>13} {'GFLOP/s':>8} {'% matmul':>8}"
+    print(header)
+    for width, depth, points in itertools.product(args.width, args.depth, args.points):
+        r = bench_cell(width, depth, points, target_s=args.seconds, chunk=args.chunk)
+        print(
+            f"{r['width']:>5} {r['depth']:>4} {r['points']:>3} {r['chunk']:>5} {r['steps']:>5} {r['compile_s']:>9.1f} "
+            f"{r['ms_per_point_step']:>13.2f} {r['gflops']:>8.1f} {100 * r['gflops'] / peak:>7.0f}%",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""What a training step costs: matrix-product FLOPs and memory per grid point.
+
+FLOPs count only the matrix products the algorithm needs (2·m·n·k each). Per example, with
+M_in = 2DN, M_h = 2(H−1)N², M_out = 2NC:
+
+- PC, T inference steps: feedforward (M_in + M_h + M_out); the first inference step at the
+  feedforward activities, where all hidden errors vanish (M_out); T − 1 further steps, each the
+  errors and their back-projection (2M_h + 2M_out); the errors at the final activities
+  (M_h + M_out); the weight gradients (M_in + M_h + M_out). Hidden-layer total: (2T + 1)·M_h.
+- BP: forward, backward to the activities, weight gradients: 2M_in + 3M_h + 3M_out.
+"""
+
+from __future__ import annotations
+
+from .pcn import Algorithm
+
+
+def _layer_flops(d_in: int, width: int, depth: int, d_out: int) -> tuple[int, int, int]:
+    return 2 * d_in * width, 2 * (depth - 1) * width * width, 2 * width * d_out
+
+
+def step_flops(
+    *, algorithm: Algorithm, d_in: int, width: int, depth: int, d_out: int, inference_steps: int, batch_size: int
+) -> int:
+    """Matrix-product FLOPs of one training step of one grid point."""
+    m_in, m_h, m_out = _layer_flops(d_in, width, depth, d_out)
+    if algorithm == "bp":
+        return batch_size * (2 * m_in + 3 * m_h + 3 * m_out)
+    t = inference_steps
+    inference = (m_out if t >= 1 else 0) + max(t - 1, 0) * 2 * (m_h + m_out)
+    per_example = (m_in + m_h + m_out) + inference + (m_h + m_out) + (m_in + m_h + m_out)
+    return batch_size * per_example
+
+
+def eval_flops(*, d_in: int, width: int, depth: int, d_out: int, n_examples: int) -> int:
+    """Matrix-product FLOPs of one feedforward evaluation over `n_examples`."""
+    return n_examples * sum(_layer_flops(d_in, width, depth, d_out))
+
+
+def point_bytes(
+    *, d_in: int, width: int, depth: int, d_out: int, batch_size: int, n_steps: int, itemsize: int = 4
+) -> int:
+    """Rough device memory one grid point needs while training (a planning estimate, not a bound).
+
+    Weights with Adam's two moments and one step's temporaries (about 7 copies of the
+    parameters), the activities, errors and their derivatives (about 8 copies of z), a test-set
+    chunk of activities, and the point's batch indices.
+    """
+    params = d_in * width + (depth - 1) * width * width + width * d_out
+    activities = depth * batch_size * width
+    return itemsize * (7 * params + 8 * activities + 3 * 1000 * width) + 4 * n_steps * batch_size

@@ -1,0 +1,190 @@
+r"""The residual predictive-coding network of SPEC §2: parameterisations, forward pass, energy, gradients.
+
+Notation: input dimension D, output dimension C, width N, H hidden layers (the *depth*), batch B.
+Activities are stacked on a layer axis, ``z: (H, B, N)`` with ``z[0]`` = z_1, and the hidden weights
+W_2..W_H on a matching axis, ``w_hidden: (H-1, N, N)``, so that every layer's error and gradient is
+one batched product: PC inference is layer-parallel and compile time does not grow with depth.
+
+$$
+F = \frac{1}{B}\sum_i \Big[\tfrac12\|z_1 - a_1 W_1 x\|^2
+    + \sum_{l=2}^{H} \tfrac12\|z_l - z_{l-1} - a_h W_l\,\phi(z_{l-1})\|^2
+    + \tfrac12\|y - a_L W_L\,\phi(z_H)\|^2\Big]
+$$
+
+Every function here is pure and shape-polymorphic in the dtype (float32 or float64).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal, NamedTuple, get_args
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+Activation = Literal["linear", "tanh", "relu"]
+Param = Literal["mupc", "sp"]
+Algorithm = Literal["pc", "bp"]
+
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+PARAMS: tuple[str, ...] = get_args(Param)
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+
+
+class Weights(NamedTuple):
+    """All weights of one network, stored (out, in)."""
+
+    w_in: Array  # (N, D)        W_1
+    w_hidden: Array  # (H-1, N, N)  W_2 .. W_H
+    w_out: Array  # (C, N)        W_L
+
+
+class Scalings(NamedTuple):
+    """Layer premultipliers a_1, a_h, a_L of Table 1."""
+
+    a_in: float
+    a_hidden: float
+    a_out: float
+
+
+def choice_error(name: str, value: object, allowed: tuple[str, ...]) -> ValueError:
+    """The one-sentence error for an option outside `allowed`."""
+    return ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+
+
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    """Raise `choice_error` unless `value` is one of `allowed`."""
+    if value not in allowed:
+        raise choice_error(name, value, allowed)
+
+
+def scalings(param: Param, d_in: int, width: int, depth: int) -> Scalings:
+    """Table 1: μPC uses a_1 = 1/√D, a_h = 1/√(N·L), a_L = 1/N with L = H + 1; SP uses ones."""
+    if param == "mupc":
+        return Scalings(1 / math.sqrt(d_in), 1 / math.sqrt(width * (depth + 1)), 1 / width)
+    if param == "sp":
+        return Scalings(1.0, 1.0, 1.0)
+    raise choice_error("param", param, PARAMS)
+
+
+def init_weights(
+    key: Array, param: Param, d_in: int, width: int, depth: int, d_out: int, dtype=jnp.float32
+) -> Weights:
+    """μPC: every W ~ N(0, 1). SP: W ~ U(−1/√fan_in, 1/√fan_in)."""
+    k_in, k_hidden, k_out = jax.random.split(key, 3)
+    shapes = ((k_in, (width, d_in)), (k_hidden, (depth - 1, width, width)), (k_out, (d_out, width)))
+    if param == "mupc":
+        return Weights(*(jax.random.normal(k, s, dtype) for k, s in shapes))
+    if param == "sp":
+        return Weights(
+            *(
+                jax.random.uniform(k, s, dtype, -1 / math.sqrt(s[-1]), 1 / math.sqrt(s[-1]))
+                for k, s in shapes
+            )
+        )
+    raise choice_error("param", param, PARAMS)
+
+
+def activation_fns(activation: Activation) -> tuple[Callable[[Array], Array], Callable[[Array], Array]]:
+    """φ and its derivative φ' (elementwise)."""
+    if activation == "linear":
+        return (lambda z: z), jnp.ones_like
+    if activation == "tanh":
+        return jnp.tanh, lambda z: 1 - jnp.tanh(z) ** 2
+    if activation == "relu":
+        return jax.nn.relu, lambda z: (z > 0).astype(z.dtype)
+    raise choice_error("activation", activation, ACTIVATIONS)
+
+
+def input_drive(w: Weights, x: Array, s: Scalings) -> Array:
+    """a_1 W_1 x for a batch x: (B, D) -> (B, N). Constant during inference (x is clamped)."""
+    return s.a_in * x @ w.w_in.T
+
+
+def forward(w: Weights, x: Array, s: Scalings, activation: Activation) -> tuple[Array, Array]:
+    """Feedforward pass, the activity initialisation: x (B, D) -> z (H, B, N), ŷ (B, C)."""
+    phi, _ = activation_fns(activation)
+
+    def layer(z_prev, w_l):
+        z_l = z_prev + s.a_hidden * phi(z_prev) @ w_l.T
+        return z_l, z_l
+
+    z_1 = input_drive(w, x, s)
+    z_h, z_rest = jax.lax.scan(layer, z_1, w.w_hidden)
+    z = jnp.concatenate([z_1[None], z_rest], axis=0)
+    return z, s.a_out * phi(z_h) @ w.w_out.T
+
+
+def predict(w: Weights, x: Array, s: Scalings, activation: Activation) -> Array:
+    """ŷ of the feedforward pass without keeping the activities: x (B, D) -> (B, C)."""
+    phi, _ = activation_fns(activation)
+
+    def layer(z_prev, w_l):
+        return z_prev + s.a_hidden * phi(z_prev) @ w_l.T, None
+
+    z_h, _ = jax.lax.scan(layer, input_drive(w, x, s), w.w_hidden)
+    return s.a_out * phi(z_h) @ w.w_out.T
+
+
+def half_mse(y_hat: Array, y: Array) -> Array:
+    """train_loss = ½ · (1/B) Σ_i ‖ŷ_i − y_i‖²."""
+    return 0.5 * jnp.sum((y_hat - y) ** 2) / y.shape[0]
+
+
+def errors(
+    w: Weights, z: Array, drive: Array, y: Array, s: Scalings, activation: Activation
+) -> tuple[Array, Array]:
+    """Prediction errors of every layer at once.
+
+    e_1 = z_1 − a_1 W_1 x, e_l = z_l − z_{l−1} − a_h W_l φ(z_{l−1}) (l = 2..H): stacked (H, B, N);
+    e_out = y − a_L W_L φ(z_H): (B, C). `drive` is `input_drive(w, x, s)`.
+    """
+    phi, _ = activation_fns(activation)
+    p = phi(z)
+    hidden_pred = s.a_hidden * jnp.einsum("lbi,loi->lbo", p[:-1], w.w_hidden)
+    e = jnp.concatenate([(z[0] - drive)[None], z[1:] - z[:-1] - hidden_pred], axis=0)
+    e_out = y - s.a_out * p[-1] @ w.w_out.T
+    return e, e_out
+
+
+def energy(w: Weights, z: Array, x: Array, y: Array, s: Scalings, activation: Activation) -> Array:
+    """The energy F of SPEC §2 (a mean over the batch)."""
+    e, e_out = errors(w, z, input_drive(w, x, s), y, s, activation)
+    return 0.5 * (jnp.sum(e**2) + jnp.sum(e_out**2)) / y.shape[0]
+
+
+def activity_grad(
+    w: Weights, z: Array, e: Array, e_out: Array, s: Scalings, activation: Activation
+) -> Array:
+    """∇_z F from the errors at z: (H, B, N).
+
+    ∂F/∂z_l = (1/B)[e_l − e_{l+1} − a_h φ'(z_l) ⊙ W_{l+1}ᵀ e_{l+1}]  for l < H,
+    ∂F/∂z_H = (1/B)[e_H − a_L φ'(z_H) ⊙ W_Lᵀ e_out].
+    """
+    _, dphi = activation_fns(activation)
+    d = dphi(z)
+    back_hidden = e[1:] + s.a_hidden * d[:-1] * jnp.einsum("lbo,loi->lbi", e[1:], w.w_hidden)
+    back_out = s.a_out * d[-1] * (e_out @ w.w_out)
+    return (e - jnp.concatenate([back_hidden, back_out[None]], axis=0)) / e.shape[1]
+
+
+def output_activity_grad(w: Weights, z: Array, e_out: Array, s: Scalings, activation: Activation) -> Array:
+    """∇_z F at the feedforward activities, where every hidden error is zero: only z_H moves."""
+    _, dphi = activation_fns(activation)
+    g_h = -s.a_out * dphi(z[-1]) * (e_out @ w.w_out) / e_out.shape[0]
+    return jnp.zeros_like(z).at[-1].set(g_h)
+
+
+def weight_grads(
+    z: Array, x: Array, e: Array, e_out: Array, s: Scalings, activation: Activation
+) -> Weights:
+    """∇_W F from the errors at z: −(a/B) e φ(z_prev)ᵀ per layer (with x in place of φ(z_0))."""
+    phi, _ = activation_fns(activation)
+    p, batch = phi(z), x.shape[0]
+    return Weights(
+        w_in=-s.a_in * e[0].T @ x / batch,
+        w_hidden=-s.a_hidden * jnp.einsum("lbo,lbi->loi", e[1:], p[:-1]) / batch,
+        w_out=-s.a_out * e_out.T @ p[-1] / batch,
+    )
