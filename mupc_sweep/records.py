@@ -1,0 +1,77 @@
+"""Per-point record fields of SPEC §7 from a trained cell (one row per seed, η, β)."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+
+from .train import STATUSES, CellResult
+
+
+def loss_summary(losses: np.ndarray, steps_run: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per point of `losses` (G, S): the min of the finite losses, its step, and the loss of the
+    last step run (non-finite for a diverged point). NaN and −1 for a point without a finite loss."""
+    finite = np.isfinite(losses)
+    has_min = finite.any(axis=1)
+    masked = np.where(finite, losses, np.inf)
+    step_of_min = np.where(has_min, masked.argmin(axis=1), -1)
+    min_loss = np.where(has_min, masked.min(axis=1), np.nan)
+    final = losses[np.arange(len(losses)), np.maximum(steps_run - 1, 0)]
+    return min_loss, step_of_min, final
+
+
+def code_version() -> str:
+    """The package version, with the git commit when running from a checkout."""
+    try:
+        base = version("mupc-sweep")
+    except PackageNotFoundError:
+        base = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{base}+g{commit}" if commit else base
+
+
+def cell_records(result: CellResult, dataset: str) -> pd.DataFrame:
+    """One row per point with the SPEC §7 columns (the sweep adds `sweep` and `cell_id`)."""
+    cfg = result.cfg
+    min_loss, step_of_min, final = loss_summary(result.losses, result.steps_run)
+    acc_max = np.nanmax(np.column_stack([result.eval_acc, result.test_acc_final]), axis=1)
+    n = len(result.seeds)
+    return pd.DataFrame(
+        {
+            "dataset": dataset,
+            "activation": cfg.activation,
+            "param": cfg.param,
+            "algorithm": cfg.algorithm,
+            "width": cfg.width,
+            "depth": cfg.depth,
+            "inference_steps": cfg.steps,
+            "batch_size": cfg.batch_size,
+            "epochs": float(cfg.epochs),
+            "seed": result.seeds.astype(np.int64),
+            "eta": result.etas.astype(np.float64),
+            "beta": pd.array(result.betas if cfg.algorithm == "pc" else [None] * n, dtype="Float64"),  # null for bp
+            "min_train_loss": min_loss.astype(np.float64),
+            "final_train_loss": final.astype(np.float64),
+            "step_of_min": step_of_min.astype(np.int64),
+            "steps_run": result.steps_run.astype(np.int64),
+            "status": [STATUSES[s] for s in result.status],
+            "test_acc_final": result.test_acc_final.astype(np.float64),
+            "test_acc_max": acc_max.astype(np.float64),
+            "wall_s": result.wall_s,
+            "device": result.device,
+            "code_version": code_version(),
+            "jax_version": jax.__version__,
+            "created_at": pd.Timestamp(datetime.now(timezone.utc)),
+        }
+    )

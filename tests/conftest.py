@@ -1,0 +1,88 @@
+"""Shared fixtures and the independent reference: SPEC §2–3 written layer by layer, differentiated by jax.grad."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+PHI = {"linear": lambda z: z, "tanh": jnp.tanh, "relu": jax.nn.relu}
+
+
+def ref_scalings(param: str, d_in: int, width: int, depth: int) -> tuple[float, float, float]:
+    """Table 1, written out again."""
+    if param == "mupc":
+        return d_in**-0.5, (width * (depth + 1)) ** -0.5, 1.0 / width
+    return 1.0, 1.0, 1.0
+
+
+def ref_energy(ws: list, zs: list, x, y, activation: str, param: str):
+    """SPEC §2 energy with ws = [W_1, ..., W_L] (out, in) and zs = [z_1, ..., z_H], each (B, N)."""
+    phi = PHI[activation]
+    a_1, a_h, a_L = ref_scalings(param, x.shape[1], ws[0].shape[0], len(zs))
+    f = 0.5 * jnp.sum((zs[0] - a_1 * x @ ws[0].T) ** 2)
+    for l in range(1, len(zs)):
+        f += 0.5 * jnp.sum((zs[l] - zs[l - 1] - a_h * phi(zs[l - 1]) @ ws[l].T) ** 2)
+    f += 0.5 * jnp.sum((y - a_L * phi(zs[-1]) @ ws[-1].T) ** 2)
+    return f / x.shape[0]
+
+
+def ref_forward(ws: list, x, activation: str, param: str) -> tuple[list, object]:
+    """The feedforward recursion of SPEC §2: z_1 = a_1 W_1 x, z_l = z_{l-1} + a_h W_l φ(z_{l-1}), ŷ."""
+    phi = PHI[activation]
+    a_1, a_h, a_L = ref_scalings(param, x.shape[1], ws[0].shape[0], len(ws) - 1)
+    zs = [a_1 * x @ ws[0].T]
+    for w in ws[1:-1]:
+        zs.append(zs[-1] + a_h * phi(zs[-1]) @ w.T)
+    return zs, a_L * phi(zs[-1]) @ ws[-1].T
+
+
+def ref_train(ws, xs, ys, *, activation, param, eta, beta, inference_steps):
+    """SPEC §3 for one point: feedforward loss, T GD steps on jax.grad of the energy, Adam(η) on its weight gradient."""
+    opt = optax.adam(eta)
+    state = opt.init(ws)
+    losses = []
+    for x, y in zip(xs, ys):
+        zs, y_hat = ref_forward(ws, x, activation, param)
+        losses.append(0.5 * jnp.sum((y_hat - y) ** 2) / x.shape[0])
+        for _ in range(inference_steps):
+            grads = jax.grad(lambda zs: ref_energy(ws, zs, x, y, activation, param))(zs)
+            zs = [z - beta * g for z, g in zip(zs, grads)]
+        w_grads = jax.grad(lambda ws: ref_energy(ws, zs, x, y, activation, param))(ws)
+        updates, state = opt.update(w_grads, state, ws)
+        ws = optax.apply_updates(ws, updates)
+    return np.array(losses), ws
+
+
+def random_net(key_seed: int, d_in: int, width: int, depth: int, d_out: int, dtype=np.float64) -> list[np.ndarray]:
+    """L = depth + 1 weight matrices (out, in) drawn N(0, 1)."""
+    rng = np.random.default_rng(key_seed)
+    shapes = [(width, d_in)] + [(width, width)] * (depth - 1) + [(d_out, width)]
+    return [rng.normal(size=s).astype(dtype) for s in shapes]
+
+
+def random_batches(seed: int, steps: int, batch: int, d_in: int, d_out: int, dtype=np.float64):
+    """xs (S, B, D) standard normal and ys (S, B, C) one-hot."""
+    rng = np.random.default_rng(seed)
+    xs = rng.normal(size=(steps, batch, d_in)).astype(dtype)
+    ys = np.eye(d_out, dtype=dtype)[rng.integers(0, d_out, size=(steps, batch))]
+    return xs, ys
+
+
+@pytest.fixture
+def x64():
+    """Run the test with float64 enabled."""
+    with jax.enable_x64(True):
+        yield
+
+
+def classification_data(seed: int, n_train: int, n_test: int, d_in: int = 20, learnable: bool = True):
+    """A small 10-class problem: the label is the argmax of the first 10 inputs, or random."""
+    rng = np.random.default_rng(seed)
+    x_train = rng.normal(size=(n_train, d_in)).astype(np.float32)
+    x_test = rng.normal(size=(n_test, d_in)).astype(np.float32)
+    if learnable:
+        return x_train, x_train[:, :10].argmax(1).astype(np.int32), x_test, x_test[:, :10].argmax(1).astype(np.int32)
+    return x_train, rng.integers(0, 10, n_train).astype(np.int32), x_test, rng.integers(0, 10, n_test).astype(np.int32)
