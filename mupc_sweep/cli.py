@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,35 @@ def fail(message: str) -> typer.Exit:
     """Print `Error: message` on stderr; the caller raises the returned exit (status 2)."""
     typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=2)
+
+
+class ProgressBar:
+    """A one-line progress bar with ETA on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, label: str, width: int = 30) -> None:
+        self.label, self.width, self.start = label, width, time.perf_counter()
+        self.live = sys.stderr.isatty()
+
+    def __call__(self, fraction: float) -> None:
+        if not self.live or fraction <= 0:
+            return
+        fraction = min(fraction, 1.0)
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed * (1 - fraction) / fraction
+        filled = int(self.width * fraction)
+        bar = "#" * filled + "-" * (self.width - filled)
+        sys.stderr.write(f"\r{self.label} [{bar}] {100 * fraction:3.0f}%  ETA {_duration(eta)}  ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.live:
+            sys.stderr.write("\n")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 @app.command()
@@ -44,7 +74,7 @@ def train(
     """
     from .data import DatasetError, load_dataset
     from .records import cell_records
-    from .train import CellConfig, train_cell
+    from .train import CellConfig, check_grid, check_steps, train_cell
 
     try:
         cfg = CellConfig(
@@ -52,17 +82,21 @@ def train(
             inference_steps=inference_steps, batch_size=batch_size, epochs=epochs, eval_every=eval_every,
         )
         betas = beta if algorithm == "pc" else [float("nan")]
+        check_grid(cfg, eta, betas)
         seeds, etas, betas = zip(*itertools.product(seed, eta, betas))
         data = load_dataset(dataset, data_dir)
+        check_steps(cfg, len(data.x_train))
         n_steps = cfg.n_steps(len(data.x_train))
         typer.echo(
             f"{dataset}: N={width} H={depth} T={cfg.steps} {activation} {param} {algorithm}, "
             f"{len(seeds)} points x {n_steps} steps (compiling, then training)...",
             err=True,
         )
+        bar = ProgressBar("training")
         result = train_cell(
-            cfg, data.x_train, data.y_train, data.x_test, data.y_test, seeds, etas, betas, chunk=chunk
+            cfg, data.x_train, data.y_train, data.x_test, data.y_test, seeds, etas, betas, chunk=chunk, progress=bar
         )
+        bar.close()
     except (ValueError, DatasetError) as error:
         raise fail(str(error)) from None
     table = cell_records(result, dataset).sort_values("min_train_loss", na_position="last")

@@ -14,8 +14,8 @@ one Adam(η) step on ∇_W F at the final activities.
 from __future__ import annotations
 
 import math
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
@@ -52,6 +52,8 @@ STATUSES = ("ok", "diverged", "no_learning")
 OK, DIVERGED, NO_LEARNING = range(3)
 NO_LEARNING_ACC = 15.0  # percent test accuracy at the first evaluation
 EVAL_CHUNK = 1000  # test examples per feedforward chunk during evaluation
+
+PROGRESS_EVERY = 50  # steps between progress reports from inside the cell program
 
 # Adam with optax's defaults (b1 = 0.9, b2 = 0.999, eps = 1e-8); the step is −η times its output,
 # so η stays a traced per-point value.
@@ -162,6 +164,16 @@ def batch_indices(key: Array, n_train: int, batch_size: int, n_steps: int) -> Ar
     return perms.reshape(n_epochs * per_epoch, batch_size)[:n_steps]
 
 
+# Where the cell program's progress reports go. A compiled program keeps the callable it was traced
+# with, so it calls this fixed function, which forwards to whatever `train_cell` installed.
+_progress_sink: Callable[[int, int], None] | None = None
+
+
+def _report_progress(chunk_id: Array, step: Array) -> None:
+    if _progress_sink is not None:
+        _progress_sink(int(chunk_id), int(step))
+
+
 @dataclass(frozen=True)
 class CellConfig:
     """One network shape and its training settings (SPEC §2–4). `inference_steps=None` means T = H."""
@@ -214,9 +226,26 @@ def _check_rates(name: str, rates: np.ndarray, *, allow_nan: bool = False) -> No
         raise ValueError(f"{name} must hold positive finite learning rates; got {rates.tolist()}.")
 
 
+def check_grid(cfg: CellConfig, etas, betas) -> None:
+    """η must be positive and finite; so must β, which bp cells ignore (NaN allowed)."""
+    _check_rates("etas", np.asarray(etas, np.float64))
+    _check_rates("betas", np.asarray(betas, np.float64), allow_nan=cfg.algorithm == "bp")
+
+
+def check_steps(cfg: CellConfig, n_train: int) -> None:
+    """The cell must train for at least one step on `n_train` examples."""
+    if cfg.n_steps(n_train) < 1:
+        raise ValueError(
+            f"epochs={cfg.epochs} gives no training step with {n_train} examples and batch_size={cfg.batch_size}."
+        )
+
+
 @partial(jax.jit, static_argnames=("cfg", "n_classes", "chunk"))
-def _train_cell(x_train, y_train, x_test, y_test, seeds, etas, betas, *, cfg: CellConfig, n_classes: int, chunk: int):
-    """The cell program: (G,) seeds, η, β -> per-point losses (G, S), evaluations and statuses."""
+def _train_cell(
+    x_train, y_train, x_test, y_test, seeds, seed_index, etas, betas, *, cfg: CellConfig, n_classes: int, chunk: int
+):
+    """The cell program: distinct seeds (K,); per point (G,) an index into them, η and β ->
+    per-point losses (G, S), evaluations, final accuracy, status and steps run."""
     (n_train, d_in) = x_train.shape
     net, n_steps, n_evals = cfg.net(d_in), cfg.n_steps(n_train), cfg.n_steps(n_train) // cfg.eval_every
     dtype = x_train.dtype
@@ -228,13 +257,16 @@ def _train_cell(x_train, y_train, x_test, y_test, seeds, etas, betas, *, cfg: Ce
     label_chunks = jnp.pad(y_test, (0, pad), constant_values=-1).reshape(-1, size)
     evaluate = jax.vmap(lambda w: accuracy(w, x_chunks, label_chunks, n_test, net))
 
+    # Initial weights and batch order depend on the seed only: drawn once per distinct seed.
+    keys = jax.vmap(jax.random.PRNGKey)(seeds)
+    seed_weights = jax.vmap(
+        lambda k: init_weights(jax.random.fold_in(k, 0), cfg.param, d_in, cfg.width, cfg.depth, n_classes, dtype)
+    )(keys)
+    seed_batches = jax.vmap(lambda k: batch_indices(jax.random.fold_in(k, 1), n_train, cfg.batch_size, n_steps))(keys)
+
     def train_chunk(points):
-        seed, eta, beta = points  # each (chunk,)
-        keys = jax.vmap(jax.random.PRNGKey)(seed)
-        weights = jax.vmap(
-            lambda k: init_weights(jax.random.fold_in(k, 0), cfg.param, d_in, cfg.width, cfg.depth, n_classes, dtype)
-        )(keys)
-        idx = jax.vmap(lambda k: batch_indices(jax.random.fold_in(k, 1), n_train, cfg.batch_size, n_steps))(keys)
+        chunk_id, (seed_index, eta, beta) = points  # chunk_id (), the others (chunk,)
+        weights = jax.tree.map(lambda a: a[seed_index], seed_weights)
         losses = jnp.full((chunk, n_steps), jnp.nan, dtype)
         accs = jnp.full((chunk, n_evals), jnp.nan, dtype)
 
@@ -247,11 +279,14 @@ def _train_cell(x_train, y_train, x_test, y_test, seeds, etas, betas, *, cfg: Ce
 
         def body(carry):
             step, state, losses, accs = carry
-            batch = idx[:, step]  # (chunk, B)
+            batch = seed_batches[seed_index, step]  # (chunk, B)
             x, y = x_train[batch], jax.nn.one_hot(y_train[batch], n_classes, dtype=dtype)
             state, loss = grid_step(state, x, y, eta, beta, net)
             losses = losses.at[:, step].set(loss)
             step = step + 1
+            jax.lax.cond(
+                step % PROGRESS_EVERY == 0, lambda: jax.debug.callback(_report_progress, chunk_id, step), lambda: None
+            )
             if n_evals > 0:
                 state, accs = jax.lax.cond(
                     step % cfg.eval_every == 0, periodic_eval, lambda _, st, a: (st, a), step, state, accs
@@ -266,10 +301,10 @@ def _train_cell(x_train, y_train, x_test, y_test, seeds, etas, betas, *, cfg: Ce
         _, state, losses, accs = jax.lax.while_loop(running, body, carry)
         return losses, accs, evaluate(state.weights), state.status, state.steps_run
 
-    n_points = seeds.shape[0]
+    n_points = seed_index.shape[0]
     pad_points = -n_points % chunk
-    points = tuple(jnp.pad(a, (0, pad_points), mode="edge").reshape(-1, chunk) for a in (seeds, etas, betas))
-    out = jax.lax.map(train_chunk, points)
+    points = tuple(jnp.pad(a, (0, pad_points), mode="edge").reshape(-1, chunk) for a in (seed_index, etas, betas))
+    out = jax.lax.map(train_chunk, (jnp.arange(points[0].shape[0]), points))
     return tuple(a.reshape(n_points + pad_points, *a.shape[2:])[:n_points] for a in out)
 
 
@@ -319,29 +354,36 @@ def train_cell(
     *,
     n_classes: int = 10,
     chunk: int | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> CellResult:
     """Train every point of a cell; `seeds`, `etas`, `betas` are paired (G,) arrays (β NaN for bp).
 
     Points with the same seed start from the same weights and see the same batches. If the device
-    runs out of memory the chunk of vmapped points is halved and the cell restarts.
+    runs out of memory the chunk of vmapped points is halved and the cell restarts. `progress`, if
+    given, is called now and then with the fraction of point-steps done.
     """
+    global _progress_sink
     seeds, etas, betas = (np.asarray(a) for a in (seeds, etas, betas))
     etas, betas = etas.astype(np.float64), betas.astype(np.float64)
     if not (seeds.shape == etas.shape == betas.shape) or seeds.ndim != 1:
         raise ValueError(f"seeds, etas and betas must be 1-D and of one length; got {seeds.shape}, {etas.shape}, {betas.shape}.")
-    _check_rates("etas", etas)
-    _check_rates("betas", betas, allow_nan=cfg.algorithm == "bp")
+    check_grid(cfg, etas, betas)
     n_train, d_in = x_train.shape
-    if cfg.n_steps(n_train) < 1:
-        raise ValueError(f"epochs={cfg.epochs} gives no training step with {n_train} examples and batch_size={cfg.batch_size}.")
+    check_steps(cfg, n_train)
     chunk = chunk or default_chunk(cfg, d_in, n_classes, n_train, len(seeds))
     dtype = x_train.dtype
+    distinct, seed_index = np.unique(seeds, return_inverse=True)
     args = (
         jnp.asarray(x_train), jnp.asarray(y_train, jnp.int32), jnp.asarray(x_test), jnp.asarray(y_test, jnp.int32),
-        jnp.asarray(seeds, jnp.uint32), jnp.asarray(etas, dtype), jnp.asarray(np.nan_to_num(betas), dtype),
+        jnp.asarray(distinct, jnp.uint32), jnp.asarray(seed_index, jnp.int32),
+        jnp.asarray(etas, dtype), jnp.asarray(np.nan_to_num(betas), dtype),
     )
+    n_steps = cfg.n_steps(n_train)
     start = time.perf_counter()
     while True:
+        n_chunks = -(-len(seeds) // chunk)
+        if progress is not None:
+            _progress_sink = lambda chunk_id, step: progress((chunk_id * n_steps + step) / (n_chunks * n_steps))
         try:
             out = jax.device_get(_train_cell(*args, cfg=cfg, n_classes=n_classes, chunk=chunk))
             break
@@ -349,8 +391,9 @@ def train_cell(
             if "RESOURCE_EXHAUSTED" not in str(error) or chunk == 1:
                 raise
             chunk = max(1, chunk // 2)
+        finally:
+            _progress_sink = None
     losses, eval_acc, acc_final, status, steps_run = out
-    n_steps = cfg.n_steps(n_train)
     return CellResult(
         cfg=cfg, seeds=seeds, etas=etas, betas=betas, losses=losses,
         eval_steps=np.arange(1, n_steps // cfg.eval_every + 1) * cfg.eval_every,

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
+from mupc_sweep import data
+from mupc_sweep.data import FILES
 
 PHI = {"linear": lambda z: z, "tanh": jnp.tanh, "relu": jax.nn.relu}
 
@@ -86,3 +93,34 @@ def classification_data(seed: int, n_train: int, n_test: int, d_in: int = 20, le
     if learnable:
         return x_train, x_train[:, :10].argmax(1).astype(np.int32), x_test, x_test[:, :10].argmax(1).astype(np.int32)
     return x_train, rng.integers(0, 10, n_train).astype(np.int32), x_test, rng.integers(0, 10, n_test).astype(np.int32)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture
+def small_mnist(monkeypatch, tmp_path):
+    """Four small IDX files (5 train, 3 test images), registered as the published MNIST files; returns their bytes."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        FILES["x_train"]: rng.integers(0, 256, (5, 28, 28)),
+        FILES["y_train"]: np.array([0, 1, 2, 3, 9]),
+        FILES["x_test"]: rng.integers(0, 256, (3, 28, 28)),
+        FILES["y_test"]: np.array([4, 5, 6]),
+    }
+    arrays[FILES["x_train"]][0, 0, :2] = [0, 255]
+    raw = {name: idx_bytes(a) for name, a in arrays.items()}
+    monkeypatch.setitem(data.MD5, "mnist", {name: hashlib.md5(b).hexdigest() for name, b in raw.items()})
+    monkeypatch.setenv("MUPC_SWEEP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MUPC_SWEEP_DATA", raising=False)
+    monkeypatch.setitem(data.SYSTEM_DIRS, "mnist", ())
+    return raw
+
+
+def write(directory: Path, raw: dict, gz: bool = False) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in raw.items():
+        (directory / (name + ".gz" if gz else name)).write_bytes(gzip.compress(content) if gz else content)
+    return directory

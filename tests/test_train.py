@@ -245,3 +245,11 @@ def test_bad_grids_and_shapes_are_value_errors():
         train_points([ws[0], ws[1][:, :3], ws[2]], xs, ys, **kw)
     with pytest.raises(ValueError, match="etas and betas must have one length"):
         train_points(ws, xs, ys, **{**kw, "betas": np.array([0.1, 0.2])})
+
+
+def test_progress_reports_rise_to_completion():
+    data = classification_data(7, 3200, 50)
+    seen = []
+    train_cell(small_cell(eval_every=1000), *data, [0, 1], [0.01, 0.01], [0.1, 0.1], chunk=1, progress=seen.append)
+    assert len(seen) == 8  # 200 steps per point, a report every 50, two points one after the other
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and seen[0] == pytest.approx(0.125)

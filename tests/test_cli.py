@@ -1,0 +1,50 @@
+"""The command line, in-process: success paths, help, and bad input (exit status 2, one message)."""
+
+import pytest
+from conftest import write
+from typer.testing import CliRunner
+
+from mupc_sweep.cli import app
+
+runner = CliRunner()
+COMMANDS = [["train"], ["data", "fetch"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0 and "Example:" in result.output
+
+
+def test_train_prints_a_row_per_point(small_mnist, tmp_path):
+    directory = write(tmp_path / "idx", small_mnist)
+    args = ["train", "--data-dir", str(directory), "--width", "8", "--depth", "2", "--batch-size", "4",
+            "--epochs", "3", "--eta", "0.1", "--eta", "0.01", "--beta", "0.5", "--seed", "0", "--seed", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.strip().startswith(("0 ", "1 "))]
+    assert len(rows) == 4
+    assert "best: eta=" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--activation", "sigmoid"], "activation must be one of linear, tanh, relu; got 'sigmoid'"),
+    (["--eta", "-0.1"], "etas must hold positive finite learning rates"),
+    (["--batch-size", "0"], "batch_size must be an integer of at least 1"),
+    (["--dataset", "cifar10"], "dataset must be one of mnist, fashion_mnist"),
+])
+def test_train_bad_input_exits_2_with_one_message(small_mnist, tmp_path, args, message):
+    directory = write(tmp_path / "idx", small_mnist)
+    result = runner.invoke(app, ["train", "--data-dir", str(directory), *args])
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith("Error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_data_fetch_verifies_a_directory_and_names_a_missing_file(small_mnist, tmp_path):
+    directory = write(tmp_path / "idx", small_mnist)
+    result = runner.invoke(app, ["data", "fetch", "mnist", "--data-dir", str(directory)])
+    assert result.exit_code == 0 and "mnist: verified" in result.stdout
+    (directory / "t10k-labels-idx1-ubyte").unlink()
+    result = runner.invoke(app, ["data", "fetch", "mnist", "--data-dir", str(directory)])
+    assert result.exit_code == 2 and "lacks t10k-labels-idx1-ubyte" in result.stderr
