@@ -1,9 +1,9 @@
 """The grid trainer (SPEC §3–4): one jitted program trains every (seed, η, β) point of a cell.
 
 A *cell* is one network shape with its training settings (`CellConfig`); its *points* are paired
-(seed, η, β) values. Inside the program the points are vmapped in chunks (all of them at once when
-memory allows) and each chunk runs one on-device loop over steps, with batches gathered by index
-from the device-resident dataset. η and β are traced, so a new grid of the same size never
+(seed, η, β) values. Inside the program the points are vmapped in chunks (on a GPU as many as fit
+in memory, on a CPU one at a time) and each chunk runs one on-device loop over steps, with batches
+gathered by index from the device-resident dataset. η and β are traced, so a new grid of the same size never
 recompiles. Stopping rules act per point by masking: a stopped point's state is frozen and its
 later losses are NaN.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
@@ -324,7 +324,7 @@ class CellResult:
     steps_run: np.ndarray  # (G,)
     wall_s: float
     chunk: int
-    device: str = field(default="")
+    device: str = ""
 
 
 def default_chunk(cfg: CellConfig, d_in: int, n_classes: int, n_train: int, n_points: int) -> int:

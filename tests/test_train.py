@@ -253,3 +253,26 @@ def test_progress_reports_rise_to_completion():
     train_cell(small_cell(eval_every=1000), *data, [0, 1], [0.01, 0.01], [0.1, 0.1], chunk=1, progress=seen.append)
     assert len(seen) == 8  # 200 steps per point, a report every 50, two points one after the other
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and seen[0] == pytest.approx(0.125)
+
+
+def test_out_of_memory_halves_the_chunk_and_restarts(monkeypatch):
+    from mupc_sweep import train as train_module
+
+    real, chunks = train_module._train_cell, []
+
+    def fake(*args, chunk, **kwargs):
+        chunks.append(chunk)
+        if chunk > 2:
+            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating the cell")
+        return real(*args, chunk=chunk, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_cell", fake)
+    data = classification_data(8, 160, 20)
+    r = train_cell(small_cell(eval_every=1000), *data, [0] * 5, [0.01] * 5, [0.1] * 5, chunk=8)
+    assert chunks == [8, 4, 2] and r.chunk == 2 and r.losses.shape == (5, 10)
+    assert np.all(r.losses == r.losses[0])  # five identical points
+
+    monkeypatch.setattr(train_module, "_train_cell", lambda *a, **k: (_ for _ in ()).throw(
+        jax.errors.JaxRuntimeError("INTERNAL: something else")))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+        train_cell(small_cell(eval_every=1000), *data, [0], [0.01], [0.1], chunk=4)
