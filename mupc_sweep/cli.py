@@ -129,5 +129,116 @@ def data_fetch(
         typer.echo(f"{name}: verified ({data_dir or cache_dir() / name})")
 
 
+@app.command()
+def plot(
+    results: Annotated[Path, typer.Argument(help="results directory")] = Path("results"),
+    axis: Annotated[str | None, typer.Option(help="depth or width (default: the one the sweep varies most)")] = None,
+    sweep: Annotated[str | None, typer.Option(help="only this sweep")] = None,
+) -> None:
+    """Draw transfer contours (Fig. 5) and loss-against-rate curves into RESULTS/<sweep>/plots/.
+
+    Example: mupc-sweep plot results --sweep paper-depth
+    """
+    from .analysis import AXES, family_keys, surfaces
+    from .plots import contour_figure, transfer_figure
+    from .store import ResultsError, read_records, sweeps
+
+    try:
+        if axis is not None and axis not in AXES:
+            raise ValueError(f"axis must be one of {', '.join(AXES)}; got {axis!r}.")
+        names = [sweep] if sweep else sweeps(results)
+        if not names:
+            raise ResultsError(f"no records under {results}: run a sweep first (results/<sweep>/records/*.parquet).")
+        figures = {}
+        for name in names:
+            surf = surfaces(read_records(results, name))
+            along = axis or max(AXES, key=lambda a: surf[a].nunique())
+            for key, family in surf.groupby(family_keys(along)):
+                stem = "_".join(str(k) for k in key[:4]) + f"_{'N' if along == 'depth' else 'H'}{key[4]}_by_{along}"
+                plots = Path(results) / name / "plots"
+                if (family["beta"] > 0).any():
+                    figures[plots / f"contours_{stem}.png"] = contour_figure(family, along)
+                figures[plots / f"transfer_{stem}.png"] = transfer_figure(family, along)
+    except (ValueError, ResultsError) as error:
+        raise fail(str(error)) from None
+    for path, figure in figures.items():
+        _save(figure, path)
+        typer.echo(str(path))
+
+
+def _save(figure, path: Path) -> None:
+    """Write a PNG whole or not at all."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(figure)
+    tmp.replace(path)
+
+
+@app.command()
+def transfer(
+    source: Annotated[int, typer.Option("--from", help="size the sweep tuned (e.g. depth 8)")],
+    target: Annotated[int, typer.Option("--to", help="size to recommend rates for (e.g. depth 128)")],
+    axis: Annotated[str, typer.Option(help="depth or width")] = "depth",
+    results: Annotated[Path, typer.Option(help="results directory")] = Path("results"),
+    sweep: Annotated[str | None, typer.Option(help="only this sweep")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Recommend (η, β) for a larger model from a smaller one's sweep, with the evidence.
+
+    Example: mupc-sweep transfer --from 8 --to 128 --axis depth
+    """
+    import json
+
+    from .analysis import transfer as recommend
+    from .store import ResultsError, read_records
+
+    try:
+        if source <= 0 or target <= 0:
+            raise ValueError(f"sizes must be positive; got --from {source} --to {target}.")
+        if source >= target:
+            raise ValueError(f"--from ({source}) must be smaller than --to ({target}): rates transfer from a small "
+                             "model to a larger one.")
+        reports = recommend(read_records(results, sweep), source=source, target=target, axis=axis)
+    except (ValueError, ResultsError) as error:
+        raise fail(str(error)) from None
+    if as_json:
+        typer.echo(json.dumps({"axis": axis, "from": source, "to": target,
+                               "families": [r.to_dict() for r in reports]}, default=float))
+        return
+    for report in reports:
+        typer.echo(_transfer_text(report))
+
+
+def _transfer_text(r) -> str:
+    f, src = r.family, r.source_optimum
+    beta = f", β = {r.recommended_beta:.3g}" if r.recommended_beta is not None else ""
+    grid_beta = f", β = {src['beta']:g}" if r.recommended_beta is not None else ""
+    lines = [
+        f"{f['dataset']} {f['activation']} {f['param']} {f['algorithm']}, "
+        f"{'width' if r.axis == 'depth' else 'depth'} {f['width' if r.axis == 'depth' else 'depth']}: "
+        f"{r.axis} {r.source} -> {r.target}",
+        f"  recommended   η = {r.recommended_eta:.3g}{beta}   ({r.basis})",
+        f"  at {r.axis} {r.source}: grid optimum η = {src['eta']:g}{grid_beta}, min loss {src['loss']:.4g} "
+        f"± {src['loss_std']:.2g} over {src['n_seeds']} seed(s); {src['basin']} point(s) within 10 % of it "
+        f"(η {src['basin_eta'][0]:g}–{src['basin_eta'][1]:g}, β {src['basin_beta'][0]:g}–{src['basin_beta'][1]:g})",
+        "  optimum by " + r.axis + ": " + ", ".join(f"{o['size']}: (η {o['eta']:g}, β {o['beta']:g})" for o in r.optima),
+    ]
+    if r.drift is not None:
+        lines.append(f"  drift per doubling: {r.drift['log_eta_slope']:+.2f} decades of η, "
+                     f"{r.drift['log_beta_slope']:+.2f} of β ({'drifts' if r.drift['drifts'] else 'stable'})")
+    if r.target_swept:
+        verdict = "transfer holds" if r.transfer_holds else "transfer does NOT hold"
+        lines.append(f"  at {r.axis} {r.target}: regret {r.regret:.3f} (loss at the recommendation / best), "
+                     f"optima {'coincide' if r.optima_coincide else 'differ'}: {verdict}")
+    else:
+        lines.append(f"  {r.axis} {r.target} was not swept: no regret to report")
+    lines += [f"  incomplete: {item}" for item in r.incomplete]
+    lines += [f"  WARNING: {w}" for w in r.warnings]
+    return "\n".join(lines)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

@@ -1,0 +1,62 @@
+"""Records on disk (SPEC §7): results/<sweep>/records/<cell_id>.parquet, one file per finished cell.
+
+Each file is written atomically (temporary file, fsync, rename), so a reader sees a cell whole or
+not at all, and a rewrite of the same cell replaces its rows instead of adding to them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+
+class ResultsError(Exception):
+    """No records where some were expected."""
+
+
+def records_dir(results: Path, sweep: str) -> Path:
+    return Path(results) / sweep / "records"
+
+
+def write_cell(results: Path, sweep: str, cell_id: str, records: pd.DataFrame) -> Path:
+    """Write one cell's rows (adding `sweep` and `cell_id`) to its own Parquet file, atomically."""
+    target = records_dir(results, sweep) / f"{cell_id}.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    table = records.assign(sweep=sweep, cell_id=cell_id)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{cell_id}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            table.to_parquet(out, index=False)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def sweeps(results: Path) -> list[str]:
+    """Names of the sweeps under `results` that have at least one records file."""
+    results = Path(results)
+    if not results.is_dir():
+        return []
+    return sorted(p.name for p in results.iterdir() if any(records_dir(results, p.name).glob("*.parquet")))
+
+
+def read_records(results: Path, sweep: str | None = None) -> pd.DataFrame:
+    """Every record under `results` (or of one sweep), one row per point."""
+    names = sweeps(results)
+    if sweep is not None:
+        if sweep not in names:
+            raise ResultsError(
+                f"no sweep {sweep!r} with records under {results}; found: {', '.join(names) or 'none'}."
+            )
+        names = [sweep]
+    if not names:
+        raise ResultsError(f"no records under {results}: run a sweep first (results/<sweep>/records/*.parquet).")
+    files = [f for name in names for f in sorted(records_dir(results, name).glob("*.parquet"))]
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)

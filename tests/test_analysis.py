@@ -1,0 +1,202 @@
+"""Transfer analysis and figures on synthetic records with known optima and drifts, plus one real tiny sweep."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import classification_data
+from typer.testing import CliRunner
+
+from mupc_sweep import analysis, plots
+from mupc_sweep.cli import app
+from mupc_sweep.records import cell_records
+from mupc_sweep.store import write_cell
+from mupc_sweep.train import CellConfig, train_cell
+
+ETAS = [0.5, 0.1, 0.05, 0.01]
+BETAS = [10.0, 5.0, 1.0, 0.5, 0.1, 0.05]
+
+
+def synthetic(sizes, eta_star, beta_star, *, etas=ETAS, betas=BETAS, seeds=(0, 1, 2), axis="depth", curvature=1.0):
+    """Records whose seed-mean log10 loss is curvature·((log η − log η*)² + (log β − log β*)²) − 2,
+    with η*, β* functions of the size; seeds scatter ±1 % around the mean."""
+    rows = []
+    for size in sizes:
+        for seed in seeds:
+            for eta in etas:
+                for beta in betas:
+                    du, dv = np.log10(eta / eta_star(size)), np.log10(beta / beta_star(size))
+                    loss = 10 ** (curvature * (du * du + dv * dv) - 2) * (1 + 0.01 * (seed - 1))
+                    rows.append(dict(dataset="mnist", activation="tanh", param="mupc", algorithm="pc",
+                                     width=512 if axis == "depth" else size, depth=size if axis == "depth" else 8,
+                                     seed=seed, eta=eta, beta=beta, min_train_loss=loss, status="ok"))
+    return pd.DataFrame(rows)
+
+
+def test_surface_is_the_seed_mean_and_a_failed_seed_invalidates_a_point():
+    records = synthetic([8], lambda s: 0.1, lambda s: 1.0)
+    bad = (records.eta == 0.5) & (records.beta == 10.0) & (records.seed == 2)
+    records.loc[bad, ["status", "min_train_loss"]] = ["diverged", 1e-9]  # tiny loss before diverging
+    surf = analysis.surfaces(records)
+    point = surf[(surf.eta == 0.1) & (surf.beta == 1.0)].iloc[0]
+    assert point.loss_mean == pytest.approx(0.01) and point.n_seeds == 3 and point.valid
+    assert point.loss_std == pytest.approx(0.0001)
+    assert not surf[(surf.eta == 0.5) & (surf.beta == 10.0)].iloc[0].valid
+    best = analysis.optimum(surf, 8)
+    assert (best.eta, best.beta) == (0.1, 1.0)  # the diverged point's tiny loss is never chosen
+
+
+def test_refined_optimum_recovers_an_off_grid_minimum():
+    surf = analysis.surfaces(synthetic([8], lambda s: 0.07, lambda s: 0.7, seeds=(1,)))
+    best = analysis.optimum(surf, 8)
+    assert (best.eta, best.beta) == (0.05, 0.5)
+    assert best.refined_eta == pytest.approx(0.07, rel=1e-6) and best.refined_beta == pytest.approx(0.7, rel=1e-6)
+
+
+def test_basin_counts_the_points_within_tolerance():
+    surf = analysis.surfaces(synthetic([8], lambda s: 0.1, lambda s: 1.0, curvature=0.05))
+    best = analysis.optimum(surf, 8)
+    # within 10 %: log10 loss − log10 best ≤ log10 1.1 ≈ 0.0414 -> du² + dv² ≤ 0.83 in decades²
+    du = np.log10(np.array(ETAS) / 0.1)[:, None]
+    dv = np.log10(np.array(BETAS) / 1.0)[None, :]
+    assert best.basin == int(np.sum(0.05 * (du**2 + dv**2) <= np.log10(1.1)))
+    assert best.basin > 1 and not best.on_edge
+
+
+def test_stable_optimum_transfers_with_unit_regret():
+    records = synthetic([8, 16, 32, 64, 128], lambda s: 0.1, lambda s: 1.0, curvature=0.05)
+    (report,) = analysis.transfer(records, source=8, target=128)
+    assert report.basis == "source optimum" and not report.drift["drifts"]
+    assert report.recommended_eta == pytest.approx(0.1) and report.recommended_beta == pytest.approx(1.0)
+    assert report.regret == pytest.approx(1.0) and report.optima_coincide and report.transfer_holds
+    assert report.warnings == [] and report.incomplete == []
+
+
+def test_drift_is_detected_and_extrapolated():
+    etas = [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125]
+    records = synthetic([8, 16, 32, 64], lambda s: 0.5 * 8 / s, lambda s: 1.0, etas=etas)
+    (report,) = analysis.transfer(records, source=8, target=64)
+    assert report.drift["drifts"] and report.drift["log_eta_slope"] == pytest.approx(-np.log10(2))
+    assert report.basis == "extrapolated drift" and report.recommended_eta == pytest.approx(0.0625)
+    assert report.regret == pytest.approx(1.0) and not report.optima_coincide
+    assert any("drifts" in w for w in report.warnings)
+
+    (naive,) = analysis.transfer(records[records.depth.isin([8, 64])], source=8, target=64)
+    assert naive.drift is None and naive.recommended_eta == pytest.approx(0.5)
+    assert naive.regret > analysis.REGRET_OK and naive.transfer_holds is False
+    assert any("does not hold" in w for w in naive.warnings)
+
+
+def test_width_axis_and_unswept_target():
+    records = synthetic([64, 128, 256], lambda s: 0.05, lambda s: 0.5, axis="width")
+    (report,) = analysis.transfer(records, source=64, target=1024, axis="width")
+    assert report.family["depth"] == 8 and not report.target_swept and report.regret is None
+    assert report.recommended_eta == pytest.approx(0.05) and report.recommended_beta == pytest.approx(0.5)
+
+
+def test_partial_sweeps_are_reported_not_fatal():
+    records = synthetic([8, 16, 32], lambda s: 0.1, lambda s: 1.0)
+    records = records[~((records.depth == 16) & (records.eta == 0.5))]  # missing cells
+    records.loc[records.depth == 32, "status"] = "diverged"  # a whole size failed
+    (report,) = analysis.transfer(records, source=8, target=32)
+    assert any("depth 32: no valid point" in item for item in report.incomplete)
+    assert report.target_swept is False and report.regret is None
+    assert [o["size"] for o in report.optima] == [8, 16]
+
+
+def test_bad_inputs_are_value_errors():
+    records = synthetic([8, 16], lambda s: 0.1, lambda s: 1.0)
+    with pytest.raises(ValueError, match="no sweep holds depth 12; swept depths: 8, 16"):
+        analysis.transfer(records, source=12, target=16)
+    with pytest.raises(ValueError, match="lacks column.*min_train_loss"):
+        analysis.transfer(records.drop(columns="min_train_loss"), source=8, target=16)
+    with pytest.raises(ValueError, match="axis must be one of depth, width"):
+        analysis.transfer(records, source=8, target=16, axis="height")
+
+
+def test_contour_figure_panels_shared_scale_and_markers():
+    records = synthetic([8, 16, 32], lambda s: 0.1, lambda s: 1.0)
+    records.loc[(records.depth == 16) & (records.eta == 0.5) & (records.beta == 10.0), "status"] = "no_learning"
+    fig = plots.contour_figure(analysis.surfaces(records), "depth")
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["N = 512, H = 8", "N = 512, H = 16", "N = 512, H = 32"]
+    for ax in panels:
+        (star,) = [line for line in ax.lines if line.get_gid() == plots.OPTIMUM_GID]
+        assert (star.get_xdata()[0], star.get_ydata()[0]) == (1.0, 0.1)
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    failed = [c for c in panels[1].collections if c.get_gid() == plots.FAILED_GID]
+    assert len(failed) == 1 and failed[0].get_offsets().tolist() == [[10.0, 0.5]]
+    assert not [c for c in panels[0].collections if c.get_gid() == plots.FAILED_GID]
+    norms = {(c.norm.vmin, c.norm.vmax) for ax in panels for c in ax.collections if c.get_gid() is None}
+    assert len(norms) == 1  # one colour scale for every panel
+
+
+def test_transfer_figure_marks_each_sizes_optimum():
+    etas = [1.0, 0.5, 0.25, 0.125]
+    fig = plots.transfer_figure(analysis.surfaces(synthetic([8, 16], lambda s: 4 / s, lambda s: 1.0, etas=etas)),
+                                "depth")
+    stars = [(line.get_xdata()[0], line.get_ydata()[0]) for line in fig.axes[0].lines
+             if line.get_gid() == plots.OPTIMUM_GID]
+    assert [s[0] for s in stars] == [0.5, 0.25]
+    assert len(fig.axes) == 2 and fig.axes[1].get_xlabel().startswith("β")
+
+
+def write_sweep(results, records, name="toy"):
+    for (depth,), cell in records.groupby(["depth"]):
+        write_cell(results, name, f"depth{depth}", cell)
+
+
+def test_cli_transfer_json_and_text(tmp_path):
+    write_sweep(tmp_path, synthetic([8, 16, 32], lambda s: 0.1, lambda s: 1.0))
+    runner = CliRunner()
+    result = runner.invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    (family,) = out["families"]
+    assert family["recommended_eta"] == pytest.approx(0.1) and family["transfer_holds"] is True
+    text = runner.invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path)])
+    assert "recommended   η = 0.1, β = 1" in text.stdout and "transfer holds" in text.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--from", "32", "--to", "8"], "--from (32) must be smaller than --to (8)"),
+    (["--from", "12", "--to", "32"], "no sweep holds depth 12"),
+    (["--from", "8", "--to", "32", "--sweep", "nope"], "no sweep 'nope'"),
+    (["--from", "8", "--to", "32", "--axis", "height"], "axis must be one of depth, width"),
+])
+def test_cli_transfer_bad_input_exits_2(tmp_path, args, message):
+    write_sweep(tmp_path, synthetic([8, 32], lambda s: 0.1, lambda s: 1.0))
+    result = CliRunner().invoke(app, ["transfer", *args, "--results", str(tmp_path)])
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_cli_plot_writes_pngs_and_bad_input_writes_nothing(tmp_path):
+    empty = tmp_path / "empty"
+    result = CliRunner().invoke(app, ["plot", str(empty)])
+    assert result.exit_code == 2 and "no records" in result.stderr and not empty.exists()
+    write_sweep(tmp_path, synthetic([8, 16], lambda s: 0.1, lambda s: 1.0))
+    bad = CliRunner().invoke(app, ["plot", str(tmp_path), "--axis", "height"])
+    assert bad.exit_code == 2 and not (tmp_path / "toy" / "plots").exists()
+    result = CliRunner().invoke(app, ["plot", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    pngs = sorted(p.name for p in (tmp_path / "toy" / "plots").iterdir())
+    assert pngs == ["contours_mnist_tanh_mupc_pc_N512_by_depth.png", "transfer_mnist_tanh_mupc_pc_N512_by_depth.png"]
+    assert all((tmp_path / "toy" / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_real_tiny_sweep_to_a_transfer_recommendation(tmp_path):
+    data = classification_data(9, 640, 200)
+    etas, betas = [0.1, 0.01], [1.0, 0.1]
+    seeds, eta_grid, beta_grid = (np.array(a).ravel() for a in np.meshgrid([0], etas, betas, indexing="ij"))
+    for depth in (2, 4):
+        cfg = CellConfig(width=16, depth=depth, batch_size=32, epochs=1.0, eval_every=1000)
+        result = train_cell(cfg, *data, seeds, eta_grid, beta_grid)
+        write_cell(tmp_path, "tiny", f"depth{depth}", cell_records(result, "synthetic"))
+    out = CliRunner().invoke(app, ["transfer", "--from", "2", "--to", "4", "--results", str(tmp_path), "--json"])
+    assert out.exit_code == 0, out.output
+    (family,) = json.loads(out.stdout)["families"]
+    records = pd.read_parquet(tmp_path / "tiny" / "records" / "depth2.parquet")
+    best = records.loc[records.min_train_loss.idxmin()]
+    assert (family["source_optimum"]["eta"], family["source_optimum"]["beta"]) == (best.eta, best.beta)
+    assert family["target_swept"] and family["regret"] >= 1.0
