@@ -135,13 +135,14 @@ def plot(
     axis: Annotated[str | None, typer.Option(help="depth or width (default: the one the sweep varies most)")] = None,
     sweep: Annotated[str | None, typer.Option(help="only this sweep")] = None,
 ) -> None:
-    """Draw transfer contours (Fig. 5) and loss-against-rate curves into RESULTS/<sweep>/plots/.
+    """Draw transfer contours (Fig. 5), loss-against-rate curves and, where evaluations were kept,
+    test accuracy against step (Fig. 1) into RESULTS/<sweep>/plots/.
 
     Example: mupc-sweep plot results --sweep paper-depth
     """
     from .analysis import AXES, family_keys, surfaces
-    from .plots import contour_figure, transfer_figure
-    from .store import ResultsError, read_records, sweeps
+    from .plots import accuracy_figure, contour_figure, transfer_figure
+    from .store import ResultsError, read_curves, read_records, sweeps
 
     try:
         if axis is not None and axis not in AXES:
@@ -151,7 +152,7 @@ def plot(
             raise ResultsError(f"no records under {results}: run a sweep first (results/<sweep>/records/*.parquet).")
         figures = {}
         for name in names:
-            surf = surfaces(read_records(results, name))
+            surf, curves = surfaces(read_records(results, name)), read_curves(results, name)
             along = axis or max(AXES, key=lambda a: surf[a].nunique())
             for key, family in surf.groupby(family_keys(along)):
                 stem = "_".join(str(k) for k in key[:4]) + f"_{'N' if along == 'depth' else 'H'}{key[4]}_by_{along}"
@@ -159,6 +160,8 @@ def plot(
                 if (family["beta"] > 0).any():
                     figures[plots / f"contours_{stem}.png"] = contour_figure(family, along)
                 figures[plots / f"transfer_{stem}.png"] = transfer_figure(family, along)
+                if curves is not None and (accuracy := accuracy_figure(family, curves, along)) is not None:
+                    figures[plots / f"accuracy_{stem}.png"] = accuracy
     except (ValueError, ResultsError) as error:
         raise fail(str(error)) from None
     for path, figure in figures.items():

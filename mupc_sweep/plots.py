@@ -102,6 +102,39 @@ def transfer_figure(family: pd.DataFrame, axis: Axis) -> Figure:
     return fig
 
 
+def accuracy_figure(family: pd.DataFrame, curves: pd.DataFrame, axis: Axis) -> Figure | None:
+    """Fig. 1 style: test accuracy against step, one line per size at that size's optimum (η, β),
+    mean over seeds with ± std shaded. None if the curves hold no evaluation for this family."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colours = plt.cm.plasma(np.linspace(0, 0.85, family[axis].nunique()))
+    drawn = 0
+    for colour, (size, surface) in zip(colours, family.groupby(axis)):
+        best = optimum(surface, int(size))
+        if best is None:
+            continue
+        row = surface.iloc[0]
+        mine = curves[
+            (curves.width == row.width) & (curves.depth == row.depth) & (curves.activation == row.activation)
+            & (curves.param == row.param) & (curves.algorithm == row.algorithm) & (curves.dataset == row.dataset)
+            & np.isclose(curves.eta, best.eta) & np.isclose(curves.beta, best.beta) & curves.test_acc.notna()
+        ]
+        if mine.empty:
+            continue
+        by_step = mine.groupby("step")["test_acc"].agg(["mean", "std"]).fillna({"std": 0.0})
+        ax.plot(by_step.index, by_step["mean"], color=colour, marker="o", ms=3, gid=f"{axis}={size}",
+                label=f"{axis} {size} (η {best.eta:g}, β {best.beta:g})")
+        ax.fill_between(by_step.index, by_step["mean"] - by_step["std"], by_step["mean"] + by_step["std"],
+                        color=colour, alpha=0.2)
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="training step", ylabel="test accuracy (%)", title=_family_title(family, axis))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def _family_title(family: pd.DataFrame, axis: Axis) -> str:
     row = family.iloc[0]
     fixed = "N" if axis == "depth" else "H"

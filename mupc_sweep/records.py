@@ -1,4 +1,4 @@
-"""Per-point record fields of SPEC §7 from a trained cell (one row per seed, η, β)."""
+"""Per-point record fields of SPEC §7 from a trained cell (one row per seed, η, β), and its curves."""
 
 from __future__ import annotations
 
@@ -73,5 +73,36 @@ def cell_records(result: CellResult, dataset: str) -> pd.DataFrame:
             "code_version": code_version(),
             "jax_version": jax.__version__,
             "created_at": pd.Timestamp(datetime.now(timezone.utc)),
+        }
+    )
+
+
+FAMILY_COLUMNS = ("dataset", "activation", "param", "algorithm", "width", "depth")
+
+
+def cell_curves(result: CellResult, dataset: str, every: int = 10) -> pd.DataFrame:
+    """Long table of each point's curves: `train_loss` every `every` steps and `test_acc` at each
+    evaluation; `step` counts the updates made before it (the final evaluation is at step S)."""
+    cfg = result.cfg
+    n_steps = result.losses.shape[1]
+    steps = np.union1d(np.arange(0, n_steps, every), np.append(result.eval_steps, n_steps))
+    acc = np.full((len(result.seeds), len(steps)), np.nan)
+    for j, step in enumerate(result.eval_steps):
+        acc[:, np.searchsorted(steps, step)] = result.eval_acc[:, j]
+    acc[:, -1] = result.test_acc_final
+    loss = np.full_like(acc, np.nan)
+    inside = steps < n_steps
+    loss[:, inside] = result.losses[:, steps[inside]]
+    n = len(steps)
+    return pd.DataFrame(
+        {
+            "dataset": dataset, "activation": cfg.activation, "param": cfg.param, "algorithm": cfg.algorithm,
+            "width": cfg.width, "depth": cfg.depth,
+            "seed": np.repeat(result.seeds.astype(np.int64), n),
+            "eta": np.repeat(result.etas.astype(np.float64), n),
+            "beta": np.repeat(np.nan_to_num(result.betas.astype(np.float64)), n),
+            "step": np.tile(steps.astype(np.int64), len(result.seeds)),
+            "train_loss": loss.ravel(),
+            "test_acc": acc.ravel(),
         }
     )

@@ -1,4 +1,5 @@
-"""Records on disk (SPEC §7): results/<sweep>/records/<cell_id>.parquet, one file per finished cell.
+"""Records on disk (SPEC §7): results/<sweep>/records/<cell_id>.parquet, one file per finished cell,
+and the cell's curves under results/<sweep>/curves/.
 
 Each file is written atomically (temporary file, fsync, rename), so a reader sees a cell whole or
 not at all, and a rewrite of the same cell replaces its rows instead of adding to them.
@@ -21,12 +22,23 @@ def records_dir(results: Path, sweep: str) -> Path:
     return Path(results) / sweep / "records"
 
 
+def curves_dir(results: Path, sweep: str) -> Path:
+    return Path(results) / sweep / "curves"
+
+
 def write_cell(results: Path, sweep: str, cell_id: str, records: pd.DataFrame) -> Path:
     """Write one cell's rows (adding `sweep` and `cell_id`) to its own Parquet file, atomically."""
-    target = records_dir(results, sweep) / f"{cell_id}.parquet"
+    return _write(records_dir(results, sweep) / f"{cell_id}.parquet", records.assign(sweep=sweep, cell_id=cell_id))
+
+
+def write_curves(results: Path, sweep: str, cell_id: str, curves: pd.DataFrame) -> Path:
+    """Write one cell's curves (`records.cell_curves`) beside its records, atomically."""
+    return _write(curves_dir(results, sweep) / f"{cell_id}.parquet", curves.assign(sweep=sweep, cell_id=cell_id))
+
+
+def _write(target: Path, table: pd.DataFrame) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    table = records.assign(sweep=sweep, cell_id=cell_id)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{cell_id}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
             table.to_parquet(out, index=False)
@@ -60,3 +72,9 @@ def read_records(results: Path, sweep: str | None = None) -> pd.DataFrame:
         raise ResultsError(f"no records under {results}: run a sweep first (results/<sweep>/records/*.parquet).")
     files = [f for name in names for f in sorted(records_dir(results, name).glob("*.parquet"))]
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def read_curves(results: Path, sweep: str) -> pd.DataFrame | None:
+    """Every curve of one sweep, or None if it kept none."""
+    files = sorted(curves_dir(results, sweep).glob("*.parquet"))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else None

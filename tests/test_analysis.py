@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from mupc_sweep import analysis, plots
 from mupc_sweep.cli import app
-from mupc_sweep.records import cell_records
-from mupc_sweep.store import write_cell
-from mupc_sweep.train import CellConfig, train_cell
+from mupc_sweep.records import cell_curves, cell_records
+from mupc_sweep.store import write_cell, write_curves
+from mupc_sweep.train import CellConfig, CellResult, train_cell
 
 ETAS = [0.5, 0.1, 0.05, 0.01]
 BETAS = [10.0, 5.0, 1.0, 0.5, 0.1, 0.05]
@@ -190,9 +190,10 @@ def test_real_tiny_sweep_to_a_transfer_recommendation(tmp_path):
     etas, betas = [0.1, 0.01], [1.0, 0.1]
     seeds, eta_grid, beta_grid = (np.array(a).ravel() for a in np.meshgrid([0], etas, betas, indexing="ij"))
     for depth in (2, 4):
-        cfg = CellConfig(width=16, depth=depth, batch_size=32, epochs=1.0, eval_every=1000)
+        cfg = CellConfig(width=16, depth=depth, batch_size=32, epochs=1.0, eval_every=5)
         result = train_cell(cfg, *data, seeds, eta_grid, beta_grid)
         write_cell(tmp_path, "tiny", f"depth{depth}", cell_records(result, "synthetic"))
+        write_curves(tmp_path, "tiny", f"depth{depth}", cell_curves(result, "synthetic"))
     out = CliRunner().invoke(app, ["transfer", "--from", "2", "--to", "4", "--results", str(tmp_path), "--json"])
     assert out.exit_code == 0, out.output
     (family,) = json.loads(out.stdout)["families"]
@@ -200,3 +201,40 @@ def test_real_tiny_sweep_to_a_transfer_recommendation(tmp_path):
     best = records.loc[records.min_train_loss.idxmin()]
     assert (family["source_optimum"]["eta"], family["source_optimum"]["beta"]) == (best.eta, best.beta)
     assert family["target_swept"] and family["regret"] >= 1.0
+    plotted = CliRunner().invoke(app, ["plot", str(tmp_path)])
+    assert plotted.exit_code == 0, plotted.output
+    assert (tmp_path / "tiny" / "plots" / "accuracy_synthetic_tanh_mupc_pc_N16_by_depth.png").is_file()
+
+
+def test_cell_curves_by_hand():
+    cfg = CellConfig(width=4, depth=2, eval_every=10)
+    losses = np.arange(50, dtype=float).reshape(2, 25)
+    result = CellResult(cfg=cfg, seeds=np.array([0, 1]), etas=np.array([0.1, 0.1]), betas=np.array([1.0, 1.0]),
+                        losses=losses, eval_steps=np.array([10, 20]), eval_acc=np.array([[50.0, 60.0], [55.0, 65.0]]),
+                        test_acc_final=np.array([70.0, 75.0]), status=np.zeros(2, int), steps_run=np.array([25, 25]),
+                        wall_s=1.0, chunk=1)
+    curves = cell_curves(result, "mnist", every=10)
+    first = curves[curves.seed == 0]
+    assert first.step.tolist() == [0, 10, 20, 25]
+    np.testing.assert_array_equal(first.train_loss, [0.0, 10.0, 20.0, np.nan])
+    np.testing.assert_array_equal(first.test_acc, [np.nan, 50.0, 60.0, 70.0])
+    assert curves[curves.seed == 1].test_acc.tolist()[-1] == 75.0
+
+
+def test_accuracy_figure_draws_each_size_at_its_optimum():
+    records = synthetic([8, 16], lambda s: 0.1, lambda s: 1.0)
+    rows = []
+    for depth in (8, 16):
+        for seed in (0, 1, 2):
+            for eta, beta in ((0.1, 1.0), (0.5, 10.0)):
+                for step in (0, 300, 600):
+                    acc = np.nan if step == 0 else (depth / 8) * step / 10 + seed + (eta == 0.5) * 40
+                    rows.append(dict(dataset="mnist", activation="tanh", param="mupc", algorithm="pc", width=512,
+                                     depth=depth, seed=seed, eta=eta, beta=beta, step=step, test_acc=acc))
+    fig = plots.accuracy_figure(analysis.surfaces(records), pd.DataFrame(rows), "depth")
+    lines = {line.get_gid(): line for line in fig.axes[0].lines}
+    assert set(lines) == {"depth=8", "depth=16"}
+    np.testing.assert_allclose(lines["depth=8"].get_ydata(), [31.0, 61.0])  # seed mean at (0.1, 1): 30+1, 60+1
+    np.testing.assert_allclose(lines["depth=16"].get_xdata(), [300, 600])
+    assert plots.accuracy_figure(analysis.surfaces(records), pd.DataFrame(rows).assign(test_acc=np.nan),
+                                 "depth") is None
