@@ -1,4 +1,4 @@
-# The two quick-start commands: `make run` (set up, then train the quick cell) and `make test`.
+# The two quick-start commands: `make run` (set up, then run the quick sweep) and `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: run setup data test bench
 
 run: setup
-	$(BIN)/mupc-sweep train
+	$(BIN)/mupc-sweep run sweeps/quick.yaml
 
 setup: $(BIN)/mupc-sweep data
 

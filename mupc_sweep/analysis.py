@@ -149,7 +149,7 @@ class TransferReport:
     target: int
     recommended_eta: float
     recommended_beta: float | None
-    basis: str  # "source optimum" or "extrapolated drift"
+    basis: str  # "source grid optimum" or "extrapolated drift"
     source_optimum: dict
     optima: list[dict]  # the optimum at every swept size of the family
     drift: dict | None  # slope of log10 η* and log10 β* per doubling of size, when ≥ 3 sizes
@@ -169,9 +169,10 @@ def transfer(
 ) -> list[TransferReport]:
     """One report per family holding `source` along `axis`: the recommended (η, β) for `target`.
 
-    The recommendation is the source optimum, refined between grid points; if three or more sizes
-    were swept and the optimum drifts by more than half a grid step over the swept range, the
-    drift is extrapolated (linear in log size) to the target instead. Where the target was swept,
+    The recommendation is the source's grid optimum (a tested point; the refined estimate between
+    grid points is reported beside it, as evidence); if three or more sizes were swept and the
+    optimum drifts by more than half a grid step over the swept range, the drift is extrapolated
+    (linear in log size) to the target instead. Where the target was swept,
     the regret is its loss at the grid point nearest the recommendation over its best loss.
     """
     if axis not in AXES:
@@ -206,7 +207,7 @@ def _family_report(rows: pd.DataFrame, family: dict, axis: Axis, source: int, ta
     if source not in optima:
         raise ValueError(f"{axis} {source} of {_describe(family)} has no valid point to transfer from.")
     src = optima[source]
-    eta, beta, basis = src.refined_eta, src.refined_beta, "source optimum"
+    eta, beta, basis = src.eta, src.beta, "source grid optimum"
     drift = _drift(optima, uses_beta)
     if drift is not None and drift["drifts"]:
         eta = float(10 ** (drift["log_eta_intercept"] + drift["log_eta_slope"] * np.log2(target)))

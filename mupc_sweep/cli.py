@@ -39,6 +39,11 @@ class ProgressBar:
         sys.stderr.write(f"\r{self.label} [{bar}] {100 * fraction:3.0f}%  ETA {_duration(eta)}  ")
         sys.stderr.flush()
 
+    def close_line(self) -> None:
+        """Clear the bar's line so that a report can be printed in its place."""
+        if self.live:
+            sys.stderr.write("\r\033[K")
+
     def close(self) -> None:
         if self.live:
             sys.stderr.write("\n")
@@ -127,6 +132,97 @@ def data_fetch(
         except (ValueError, DatasetError) as error:
             raise fail(str(error)) from None
         typer.echo(f"{name}: verified ({data_dir or cache_dir() / name})")
+
+
+@app.command()
+def run(
+    spec_file: Annotated[Path, typer.Argument(help="sweep spec (YAML)", metavar="SPEC")],
+    out: Annotated[Path, typer.Option(help="results directory")] = Path("results"),
+    dry_run: Annotated[bool, typer.Option(help="list the cells, points and estimated FLOPs; train nothing")] = False,
+    restart: Annotated[bool, typer.Option(help="delete this sweep's earlier records and start over")] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="directory with the four IDX files")] = None,
+) -> None:
+    """Train every cell of a sweep that has no records yet; each finished cell is written at once.
+
+    Example: mupc-sweep run sweeps/quick.yaml
+    """
+    from .data import DatasetError, load_dataset
+    from .runner import check_resumable, pending, plan, prepare, run_sweep
+    from .spec import load_spec
+    from .train import check_steps
+
+    try:
+        spec = load_spec(spec_file)
+        check_resumable(spec, out, restart=restart)
+        table = plan(spec)
+        if dry_run:
+            typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+            typer.echo(f"\n{len(table)} cells, {table.points.sum()} points, {table.tflops.sum():.3g} TFLOP "
+                       "(matrix products of training and evaluation)")
+            return
+        data = load_dataset(spec.dataset, data_dir)
+        for cell in spec.cells():
+            check_steps(cell.config, len(data.x_train))
+    except (ValueError, DatasetError) as error:
+        raise fail(str(error)) from None
+    prepare(spec, out, restart=restart)
+    todo = pending(spec, out)
+    typer.echo(f"{spec.name}: {len(table)} cells, {len(table) - len(todo)} done, {len(todo)} to train "
+               f"-> {out / spec.name}", err=True)
+    cost = dict(zip(table.cell_id, table.tflops))
+    total, finished = sum(cost[c.cell_id] for c in todo), [0.0]
+    bar = ProgressBar("sweep")
+
+    def on_start(cell):
+        return lambda fraction: bar((finished[0] + fraction * cost[cell.cell_id]) / total)
+
+    def on_done(cell, records):
+        finished[0] += cost[cell.cell_id]
+        bar(finished[0] / total)
+        bar.close_line()
+        typer.echo(f"{cell.cell_id}: {_best_text(records)}  ({records.wall_s.iloc[0]:.1f} s)")
+
+    run_sweep(spec, data, out, on_start=on_start, on_done=on_done)
+    bar.close()
+
+
+def _best_text(records) -> str:
+    from .analysis import optimum, surfaces
+
+    best = optimum(surfaces(records), 0)
+    if best is None:
+        return "no valid point (every point diverged or stopped)"
+    beta = f" β={best.beta:g}" if records.algorithm.iloc[0] == "pc" else ""
+    return f"best η={best.eta:g}{beta} min loss {best.loss:.4g} ({best.n_valid}/{best.n_points} points ok)"
+
+
+@app.command()
+def status(results: Annotated[Path, typer.Argument(help="results directory")] = Path("results")) -> None:
+    """Each sweep under RESULTS: cells done and pending, and the best point of every finished cell.
+
+    Example: mupc-sweep status results
+    """
+    import pandas as pd
+
+    from .runner import kept_spec, pending
+    from .store import records_dir
+
+    folders = sorted(p for p in Path(results).glob("*/spec.yaml")) if Path(results).is_dir() else []
+    if not folders:
+        raise fail(f"no sweeps under {results}: run one with `mupc-sweep run SPEC`.")
+    for path in folders:
+        name = path.parent.name
+        try:
+            spec, spec_hash = kept_spec(results, name)
+        except ValueError as error:
+            typer.echo(f"{name}: unreadable spec.yaml ({error})")
+            continue
+        cells, todo = spec.cells(), pending(spec, results)
+        typer.echo(f"{name} (spec {spec_hash}): {len(cells) - len(todo)}/{len(cells)} cells done, {len(todo)} pending")
+        for cell in cells:
+            file = records_dir(results, name) / f"{cell.cell_id}.parquet"
+            line = _best_text(pd.read_parquet(file)) if file.is_file() else "pending"
+            typer.echo(f"  {cell.cell_id}: {line}")
 
 
 @app.command()
@@ -224,6 +320,8 @@ def _transfer_text(r) -> str:
         f"{'width' if r.axis == 'depth' else 'depth'} {f['width' if r.axis == 'depth' else 'depth']}: "
         f"{r.axis} {r.source} -> {r.target}",
         f"  recommended   η = {r.recommended_eta:.3g}{beta}   ({r.basis})",
+        f"  refined between grid points: η ≈ {src['refined_eta']:.3g}"
+        + (f", β ≈ {src['refined_beta']:.3g}" if r.recommended_beta is not None else ""),
         f"  at {r.axis} {r.source}: grid optimum η = {src['eta']:g}{grid_beta}, min loss {src['loss']:.4g} "
         f"± {src['loss_std']:.2g} over {src['n_seeds']} seed(s); {src['basin']} point(s) within 10 % of it "
         f"(η {src['basin_eta'][0]:g}–{src['basin_eta'][1]:g}, β {src['basin_beta'][0]:g}–{src['basin_beta'][1]:g})",

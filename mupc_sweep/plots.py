@@ -73,6 +73,7 @@ def _grid_ticks(ax, xs: np.ndarray, ys: np.ndarray) -> None:
         axis.set_ticks(values, [f"{v:g}" for v in values])
         axis.set_minor_locator(plt.NullLocator())
         limits(values.min() / 1.25, values.max() * 1.25)
+    ax.tick_params(axis="x", labelrotation=45)
 
 
 def transfer_figure(family: pd.DataFrame, axis: Axis) -> Figure:

@@ -67,7 +67,7 @@ def test_basin_counts_the_points_within_tolerance():
 def test_stable_optimum_transfers_with_unit_regret():
     records = synthetic([8, 16, 32, 64, 128], lambda s: 0.1, lambda s: 1.0, curvature=0.05)
     (report,) = analysis.transfer(records, source=8, target=128)
-    assert report.basis == "source optimum" and not report.drift["drifts"]
+    assert report.basis == "source grid optimum" and not report.drift["drifts"]
     assert report.recommended_eta == pytest.approx(0.1) and report.recommended_beta == pytest.approx(1.0)
     assert report.regret == pytest.approx(1.0) and report.optima_coincide and report.transfer_holds
     assert report.warnings == [] and report.incomplete == []

@@ -1,0 +1,122 @@
+"""Running a sweep: plan its cells, resume from the store, train what is missing, write as cells finish.
+
+The store is the source of truth: a cell is done when its records file exists, so a re-run skips
+it and never duplicates a row, and a killed run loses at most the cell in flight. The spec as run
+is kept at results/<sweep>/spec.yaml with its hash; a changed spec under the same name is refused
+unless the user asks to start over.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .cost import eval_flops, step_flops
+from .data import Dataset
+from .records import cell_curves, cell_records
+from .spec import Cell, SpecError, SweepSpec, parse_spec
+from .store import curves_dir, records_dir, write_curves, write_cell
+from .train import train_cell
+
+N_CLASSES = 10
+D_IN = 784
+
+
+def spec_path(results: Path, name: str) -> Path:
+    return Path(results) / name / "spec.yaml"
+
+
+def kept_spec(results: Path, name: str) -> tuple[SweepSpec, str] | None:
+    """The spec a sweep was run with and its hash, or None."""
+    path = spec_path(results, name)
+    if not path.is_file():
+        return None
+    kept = yaml.safe_load(path.read_text()) or {}
+    return parse_spec(kept.get("spec"), default_name=name), kept.get("spec_hash", "")
+
+
+def check_resumable(spec: SweepSpec, results: Path, *, restart: bool) -> None:
+    """Refuse a spec that changed under the same name unless `restart`; writes nothing."""
+    kept = spec_path(results, spec.name)
+    if kept.is_file() and not restart:
+        previous = (yaml.safe_load(kept.read_text()) or {}).get("spec_hash")
+        if previous != spec.spec_hash():
+            raise SpecError(
+                f"results/{spec.name} was run with a different spec (hash {previous}, now {spec.spec_hash()}); "
+                "rename the sweep, or pass --restart to delete its records and start over."
+            )
+
+
+def prepare(spec: SweepSpec, results: Path, *, restart: bool) -> None:
+    """Create results/<sweep>/ with the spec as run; with `restart`, delete earlier records first."""
+    check_resumable(spec, results, restart=restart)
+    folder = Path(results) / spec.name
+    if restart:
+        for old in (records_dir(results, spec.name), curves_dir(results, spec.name), folder / "plots"):
+            shutil.rmtree(old, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump({"spec_hash": spec.spec_hash(), "spec": spec.to_raw()}, sort_keys=False)
+    tmp = folder / ".spec.yaml.tmp"
+    tmp.write_text(text)
+    tmp.replace(spec_path(results, spec.name))
+
+
+def pending(spec: SweepSpec, results: Path) -> list[Cell]:
+    """Cells without a records file."""
+    done = records_dir(results, spec.name)
+    return [cell for cell in spec.cells() if not (done / f"{cell.cell_id}.parquet").is_file()]
+
+
+def plan(spec: SweepSpec, n_train: int = 60000, n_test: int = 10000) -> pd.DataFrame:
+    """One row per cell: points, steps, and the matrix-product FLOPs of training and evaluation."""
+    rows = []
+    for cell in spec.cells():
+        cfg = cell.config
+        points = len(spec.points(cfg.algorithm))
+        steps = cfg.n_steps(n_train)
+        per_step = step_flops(
+            algorithm=cfg.algorithm, d_in=D_IN, width=cfg.width, depth=cfg.depth, d_out=N_CLASSES,
+            inference_steps=cfg.steps, batch_size=cfg.batch_size,
+        )
+        evals = steps // cfg.eval_every + 1
+        per_eval = eval_flops(d_in=D_IN, width=cfg.width, depth=cfg.depth, d_out=N_CLASSES, n_examples=n_test)
+        rows.append(dict(cell_id=cell.cell_id, points=points, steps=steps,
+                         tflops=points * (steps * per_step + evals * per_eval) / 1e12))
+    return pd.DataFrame(rows)
+
+
+def run_cell(
+    spec: SweepSpec, cell: Cell, data: Dataset, progress: Callable[[float], None] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train one cell's grid; its records and curves (not yet written)."""
+    seeds, etas, betas = zip(*spec.points(cell.config.algorithm))
+    result = train_cell(
+        cell.config, data.x_train, data.y_train, data.x_test, data.y_test, seeds, etas, betas, progress=progress
+    )
+    return cell_records(result, spec.dataset), cell_curves(result, spec.dataset, every=spec.curves_every)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    data: Dataset,
+    results: Path,
+    *,
+    on_start: Callable[[Cell], Callable[[float], None] | None] | None = None,
+    on_done: Callable[[Cell, pd.DataFrame], None] | None = None,
+) -> list[Cell]:
+    """Train every pending cell in this process, one after another, writing each as it finishes.
+    `prepare` must have been called. Returns the cells trained."""
+    trained = []
+    for cell in pending(spec, results):
+        progress = on_start(cell) if on_start else None
+        records, curves = run_cell(spec, cell, data, progress)
+        write_curves(results, spec.name, cell.cell_id, curves)
+        write_cell(results, spec.name, cell.cell_id, records)  # last: its presence marks the cell done
+        trained.append(cell)
+        if on_done:
+            on_done(cell, records)
+    return trained

@@ -1,0 +1,128 @@
+"""Running a sweep in-process: records per cell, resume without duplicates, refusal of a changed spec, status."""
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import write
+from typer.testing import CliRunner
+
+from mupc_sweep import runner
+from mupc_sweep.cli import app
+from mupc_sweep.store import read_records
+
+SPEC = {
+    "name": "tiny",
+    "dataset": "mnist",
+    "network": {"width": 4, "depth": [2, 3], "activation": "relu"},
+    "training": {"batch_size": 2, "epochs": 2, "eval_every": 100, "seeds": [0, 1]},
+    "grid": {"eta": [0.1, 0.01], "beta": [0.5]},
+    "curves_every": 1,
+}
+
+
+@pytest.fixture
+def setup(small_mnist, tmp_path):
+    """A spec file, a data directory of small IDX files, and an empty results path."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    return spec, write(tmp_path / "idx", small_mnist), tmp_path / "results"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_run_writes_one_file_per_cell_and_a_rerun_trains_nothing(setup):
+    spec, data, results = setup
+    first = invoke("run", spec, "--out", results, "--data-dir", data)
+    assert first.exit_code == 0, first.output
+    files = sorted((results / "tiny" / "records").glob("*.parquet"))
+    assert [f.name for f in files] == ["relu-mupc-pc-N4-H2-T2.parquet", "relu-mupc-pc-N4-H3-T3.parquet"]
+    assert sorted(p.name for p in (results / "tiny" / "curves").glob("*.parquet")) == [f.name for f in files]
+    table = read_records(results)
+    assert len(table) == 2 * 2 * 2 and not table.duplicated(["cell_id", "seed", "eta", "beta"]).any()
+    assert set(table.sweep) == {"tiny"} and table.steps_run.max() == 4
+    stamps = [f.stat().st_mtime_ns for f in files]
+    second = invoke("run", spec, "--out", results, "--data-dir", data)
+    assert second.exit_code == 0 and "2 done, 0 to train" in second.stderr
+    assert [f.stat().st_mtime_ns for f in files] == stamps and len(read_records(results)) == 8
+    kept = yaml.safe_load((results / "tiny" / "spec.yaml").read_text())
+    assert kept["spec"]["network"]["depth"] == [2, 3] and len(kept["spec_hash"]) == 16
+
+
+def test_a_crash_loses_only_the_cell_in_flight(setup, monkeypatch):
+    spec_file, data, results = setup
+    real = runner.run_cell
+
+    def crash_on_second(spec, cell, *args, **kwargs):
+        if cell.config.depth == 3:
+            raise RuntimeError("killed")
+        return real(spec, cell, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_cell", crash_on_second)
+    with pytest.raises(RuntimeError, match="killed"):
+        CliRunner().invoke(app, ["run", str(spec_file), "--out", str(results), "--data-dir", str(data)],
+                           catch_exceptions=False)
+    assert [f.name for f in (results / "tiny" / "records").iterdir()] == ["relu-mupc-pc-N4-H2-T2.parquet"]
+    monkeypatch.setattr(runner, "run_cell", real)
+    resumed = invoke("run", spec_file, "--out", results, "--data-dir", data)
+    assert resumed.exit_code == 0 and "1 done, 1 to train" in resumed.stderr
+    table = read_records(results)
+    assert len(table) == 8 and not table.duplicated(["cell_id", "seed", "eta", "beta"]).any()
+
+
+def test_changed_spec_is_refused_unless_restarted(setup):
+    spec, data, results = setup
+    assert invoke("run", spec, "--out", results, "--data-dir", data).exit_code == 0
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("*")}
+    spec.write_text(yaml.safe_dump({**SPEC, "grid": {"eta": [0.2], "beta": [0.5]}}))
+    refused = invoke("run", spec, "--out", results, "--data-dir", data)
+    assert refused.exit_code == 2 and "different spec" in refused.stderr and "--restart" in refused.stderr
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("*")} == before
+    restarted = invoke("run", spec, "--out", results, "--data-dir", data, "--restart")
+    assert restarted.exit_code == 0
+    assert set(read_records(results).eta) == {0.2} and len(read_records(results)) == 4
+
+
+@pytest.mark.parametrize("spec_text,message", [
+    ("network: [unclosed\n", "is not valid YAML"),
+    (yaml.safe_dump({**SPEC, "network": {**SPEC["network"], "depth": [1]}}), "network.depth[0]: must be an integer"),
+    (yaml.safe_dump({**SPEC, "grid": {"eta": [], "beta": [1]}}), "grid.eta: must not be an empty list"),
+    (yaml.safe_dump({**SPEC, "training": {**SPEC["training"], "batch_size": 64}}), "gives no training step"),
+])
+def test_bad_specs_exit_2_and_create_nothing(setup, spec_text, message):
+    spec, data, results = setup
+    spec.write_text(spec_text)
+    result = invoke("run", spec, "--out", results, "--data-dir", data)
+    assert result.exit_code == 2 and message in result.stderr and not results.exists()
+
+
+def test_missing_spec_file_exits_2(tmp_path):
+    result = invoke("run", tmp_path / "nope.yaml", "--out", tmp_path / "results")
+    assert result.exit_code == 2 and "does not exist" in result.stderr and not (tmp_path / "results").exists()
+
+
+def test_dry_run_lists_cells_and_writes_nothing(setup):
+    spec, _, results = setup
+    result = invoke("run", spec, "--out", results, "--dry-run")
+    assert result.exit_code == 0 and "relu-mupc-pc-N4-H3-T3" in result.stdout and "2 cells, 8 points" in result.stdout
+    assert not results.exists()
+
+
+def test_status_reports_done_pending_and_best(setup):
+    spec, data, results = setup
+    invoke("run", spec, "--out", results, "--data-dir", data)
+    (results / "tiny" / "records" / "relu-mupc-pc-N4-H3-T3.parquet").unlink()
+    out = invoke("status", results)
+    assert out.exit_code == 0
+    assert "tiny (spec " in out.stdout and "1/2 cells done, 1 pending" in out.stdout
+    assert "relu-mupc-pc-N4-H2-T2: best η=" in out.stdout and "relu-mupc-pc-N4-H3-T3: pending" in out.stdout
+    assert invoke("status", results / "none").exit_code == 2
+
+
+def test_plan_counts_points_and_flops():
+    spec = runner.parse_spec(SPEC)
+    table = runner.plan(spec, n_train=10, n_test=3)
+    assert table.points.tolist() == [4, 4] and table.steps.tolist() == [10, 10]
+    assert (table.tflops > 0).all() and table.tflops.iloc[1] > table.tflops.iloc[0]
+    assert isinstance(table, pd.DataFrame)

@@ -1,0 +1,104 @@
+"""Sweep specs: the shipped files, expansion into cells, hashes, and errors that name the field."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mupc_sweep.spec import SpecError, load_spec, parse_spec
+
+SWEEPS = Path(__file__).parent.parent / "sweeps"
+PAPER_ETAS = [0.5, 0.1, 0.05, 0.01]
+PAPER_BETAS = [1000, 500, 100, 50, 10, 5, 1, 0.5, 0.1, 0.05, 0.01]
+
+
+def minimal(**overrides):
+    raw = {"network": {"width": 8, "depth": [2, 3]}, "grid": {"eta": [0.1], "beta": [1.0, 0.5]}}
+    for path, value in overrides.items():
+        section, _, key = path.partition(".")
+        if key:
+            raw.setdefault(section, {})[key] = value
+        else:
+            raw[section] = value
+    return raw
+
+
+@pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_spec_loads(path):
+    spec = load_spec(path)
+    assert spec.cells() and len({c.cell_id for c in spec.cells()}) == len(spec.cells())
+
+
+def test_depth_spec_is_the_papers_figure_5_sweep():
+    spec = load_spec(SWEEPS / "depth.yaml")
+    assert spec.name == "paper-depth" and spec.dataset == "mnist" and spec.seeds == [0, 1, 2]
+    assert spec.etas == PAPER_ETAS and spec.betas == PAPER_BETAS
+    assert [(c.config.width, c.config.depth, c.config.steps, c.config.activation) for c in spec.cells()] == [
+        (512, h, h, "tanh") for h in (8, 16, 32, 64, 128)
+    ]
+    assert all(c.config.epochs == 1 and c.config.batch_size == 64 for c in spec.cells())
+    width = load_spec(SWEEPS / "width.yaml")
+    assert [(c.config.width, c.config.depth, c.config.steps) for c in width.cells()] == [
+        (n, 8, 8) for n in (64, 128, 256, 512, 1024)
+    ]
+
+
+def test_quick_spec_spans_three_depths():
+    spec = load_spec(SWEEPS / "quick.yaml")
+    assert [c.config.depth for c in spec.cells()] == [2, 4, 8]
+    assert [c.cell_id for c in spec.cells()][0] == "tanh-mupc-pc-N64-H2-T2"
+    assert len(spec.points("pc")) == 2 * 4 * 6 and len(spec.points("bp")) == 2 * 4
+
+
+def test_list_fields_are_axes_and_defaults_fill_in():
+    spec = parse_spec(minimal(**{"network.activation": ["tanh", "relu"], "network.algorithm": ["pc", "bp"]}))
+    assert len(spec.cells()) == 2 * 2 * 2
+    assert spec.training == {"batch_size": 64, "epochs": 1.0, "eval_every": 300} and spec.seeds == [0]
+    assert (spec.cpu, spec.gpu) == (1.0, 0.0)
+
+
+def test_round_trip_and_hash():
+    spec = parse_spec(minimal())
+    again = parse_spec(yaml.safe_load(yaml.safe_dump(spec.to_raw())))
+    assert again == spec and again.spec_hash() == spec.spec_hash()
+    assert parse_spec(minimal(resources={"cpu": 4, "gpu": 0.5})).spec_hash() == spec.spec_hash()
+    assert parse_spec(minimal(name="other")).spec_hash() == spec.spec_hash()
+    assert parse_spec(minimal(**{"grid.eta": [0.2]})).spec_hash() != spec.spec_hash()
+
+
+@pytest.mark.parametrize("raw,message", [
+    (minimal(**{"network.dpth": 4}), r"^network\.dpth: unknown field; allowed here: activation, algorithm, depth"),
+    (minimal(epochs=1), r"^epochs: unknown field"),
+    (minimal(**{"network.depth": [2, 1]}), r"^network\.depth\[1\]: must be an integer of at least 2; got 1\.$"),
+    (minimal(**{"network.depth": "deep"}), r"^network\.depth: must be an integer of at least 2; got 'deep'"),
+    (minimal(**{"network.activation": "gelu"}), r"^network\.activation: must be one of linear, tanh, relu"),
+    (minimal(**{"grid.eta": []}), r"^grid\.eta: must not be an empty list"),
+    (minimal(**{"grid.beta": [1.0, -1.0]}), r"^grid\.beta\[1\]: must be a positive learning rate; got -1\.0"),
+    (minimal(**{"grid.beta": [1.0, 1.0]}), r"^grid\.beta: must not repeat"),
+    (minimal(**{"training.batch_size": 0}), r"^training\.batch_size: must be an integer of at least 1"),
+    (minimal(**{"training.epochs": "one"}), r"^training\.epochs: must be a positive number"),
+    (minimal(**{"training.seeds": [0, 0]}), r"^training\.seeds: must not repeat"),
+    (minimal(dataset="cifar10"), r"^dataset: must be one of mnist, fashion_mnist"),
+    (minimal(name="../escape"), r"^name: must be a folder name"),
+    (minimal(resources={"cpu": 0, "gpu": 0}), r"^resources: a cell needs some cpu or gpu"),
+    ({"network": {"width": 8, "depth": 2}}, r"^grid: required section is missing"),
+    ({"network": {"depth": 2}, "grid": {"eta": [0.1], "beta": [1]}}, r"^network\.width: required"),
+    ([1, 2], r"^a spec must be a mapping"),
+])
+def test_bad_specs_name_the_field(raw, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec(raw)
+
+
+def test_bp_only_spec_needs_no_beta():
+    spec = parse_spec({"network": {"width": 8, "depth": 2, "algorithm": "bp"}, "grid": {"eta": [0.1, 0.01]}})
+    assert spec.betas == [] and len(spec.points("bp")) == 2
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("network: [unclosed\n")
+    with pytest.raises(SpecError, match="bad.yaml is not valid YAML"):
+        load_spec(bad)
