@@ -238,3 +238,11 @@ def test_accuracy_figure_draws_each_size_at_its_optimum():
     np.testing.assert_allclose(lines["depth=16"].get_xdata(), [300, 600])
     assert plots.accuracy_figure(analysis.surfaces(records), pd.DataFrame(rows).assign(test_acc=np.nan),
                                  "depth") is None
+
+
+def test_cli_transfer_on_a_table_missing_columns_exits_2(tmp_path):
+    write_sweep(tmp_path, synthetic([8, 16], lambda s: 0.1, lambda s: 1.0).drop(columns="status"))
+    result = CliRunner().invoke(app, ["transfer", "--from", "8", "--to", "16", "--results", str(tmp_path)])
+    assert result.exit_code == 2 and "lacks column(s) status" in result.stderr
+    assert CliRunner().invoke(app, ["plot", str(tmp_path)]).exit_code == 2
+    assert not (tmp_path / "toy" / "plots").exists()
