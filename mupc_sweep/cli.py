@@ -108,11 +108,7 @@ def train(
     columns = ["seed", "eta", "beta", "min_train_loss", "final_train_loss", "step_of_min", "steps_run", "status",
                "test_acc_final", "test_acc_max"]
     typer.echo(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    best = table.iloc[0]
-    typer.echo(
-        f"\nbest: eta={best.eta:g} beta={best.beta:g} min_train_loss={best.min_train_loss:.4g} "
-        f"test_acc_final={best.test_acc_final:.1f}%   ({result.wall_s:.1f} s on {result.device})"
-    )
+    typer.echo(f"\n{_best_text(table)}   ({result.wall_s:.1f} s on {result.device})")
 
 
 @data_app.command("fetch")

@@ -24,7 +24,16 @@ def test_train_prints_a_row_per_point(small_mnist, tmp_path):
     assert result.exit_code == 0, result.output
     rows = [line for line in result.stdout.splitlines() if line.strip().startswith(("0 ", "1 "))]
     assert len(rows) == 4
-    assert "best: eta=" in result.stdout
+    assert "best η=" in result.stdout
+
+
+def test_train_bp_has_no_beta(small_mnist, tmp_path):
+    directory = write(tmp_path / "idx", small_mnist)
+    args = ["train", "--data-dir", str(directory), "--width", "8", "--depth", "2", "--batch-size", "4",
+            "--epochs", "3", "--algorithm", "bp", "--eta", "0.1", "--eta", "0.01", "--eval-every", "100"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "best η=" in result.stdout and "β=" not in result.stdout and "<NA>" in result.stdout
 
 
 @pytest.mark.parametrize("args,message", [
