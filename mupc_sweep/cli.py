@@ -335,7 +335,3 @@ def _transfer_text(r) -> str:
     lines += [f"  incomplete: {item}" for item in r.incomplete]
     lines += [f"  WARNING: {w}" for w in r.warnings]
     return "\n".join(lines)
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    sys.exit(app())
