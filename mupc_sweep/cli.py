@@ -134,21 +134,27 @@ def data_fetch(
 def run(
     spec_file: Annotated[Path, typer.Argument(help="sweep spec (YAML)", metavar="SPEC")],
     out: Annotated[Path, typer.Option(help="results directory")] = Path("results"),
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join (host:port of its head, or auto; default $RAY_ADDRESS, else Ray embedded here)")] = None,
+    cpus_per_cell: Annotated[float | None, typer.Option(help="override resources.cpu of the spec")] = None,
+    gpus_per_cell: Annotated[float | None, typer.Option(help="override resources.gpu of the spec (fractions share a GPU)")] = None,
     dry_run: Annotated[bool, typer.Option(help="list the cells, points and estimated FLOPs; train nothing")] = False,
     restart: Annotated[bool, typer.Option(help="delete this sweep's earlier records and start over")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="directory with the four IDX files")] = None,
 ) -> None:
-    """Train every cell of a sweep that has no records yet; each finished cell is written at once.
+    """Train every cell of a sweep that has no records yet, one Ray Tune trial per cell; each finished
+    cell is written at once, so an interrupted sweep resumes where it stopped.
 
     Example: mupc-sweep run sweeps/quick.yaml
     """
     from .data import DatasetError, load_dataset
-    from .runner import check_resumable, pending, plan, prepare, run_sweep
-    from .spec import load_spec
+    from .runner import check_resumable, pending, plan, prepare
+    from .spec import load_spec, with_resources
+    from .sweep import ClusterError, SweepEvents, check_fits, connect, disconnect, resolve_address, run_trials
     from .train import check_steps
 
     try:
-        spec = load_spec(spec_file)
+        spec = with_resources(load_spec(spec_file), cpu=cpus_per_cell, gpu=gpus_per_cell)
         check_resumable(spec, out, restart=restart)
         table = plan(spec)
         if dry_run:
@@ -161,25 +167,69 @@ def run(
             check_steps(cell.config, len(data.x_train))
     except (ValueError, DatasetError) as error:
         raise fail(str(error)) from None
-    prepare(spec, out, restart=restart)
-    todo = pending(spec, out)
-    typer.echo(f"{spec.name}: {len(table)} cells, {len(table) - len(todo)} done, {len(todo)} to train "
-               f"-> {out / spec.name}", err=True)
     cost = dict(zip(table.cell_id, table.tflops))
-    total, finished = sum(cost[c.cell_id] for c in todo), [0.0]
-    bar = ProgressBar("sweep")
+    todo = sorted(pending(spec, out) if not restart else spec.cells(), key=lambda c: -cost[c.cell_id])
+    # longest first, so that no trial slot sits idle while one long cell finishes last
+    if not todo:
+        prepare(spec, out, restart=False)
+        typer.echo(f"{spec.name}: all {len(table)} cells done -> {out / spec.name}", err=True)
+        return
+    try:
+        cluster = connect(address)
+        warning = check_fits(spec, strict=resolve_address(address) is None)
+    except ClusterError as error:
+        disconnect()
+        raise fail(str(error)) from None
+    try:
+        prepare(spec, out, restart=restart)
+        typer.echo(f"{spec.name}: {len(table)} cells, {len(table) - len(todo)} done, {len(todo)} to train "
+                   f"-> {out / spec.name}\n{cluster}; {spec.cpu:g} CPU, {spec.gpu:g} GPU per cell", err=True)
+        if warning:
+            typer.echo(f"Warning: {warning}", err=True)
+        bar = ProgressBar("sweep")
+        failures = run_trials(spec, data, out, todo, _sweep_events(table, todo, bar))
+        bar.close()
+    finally:
+        disconnect()
+    if failures:
+        typer.echo(f"{len(failures)} of {len(todo)} cells failed (noted in {out / spec.name / 'failed'}); "
+                   "run the same command again to retry them.", err=True)
+        raise typer.Exit(code=1)
 
-    def on_start(cell):
-        return lambda fraction: bar((finished[0] + fraction * cost[cell.cell_id]) / total)
 
-    def on_done(cell, records):
-        finished[0] += cost[cell.cell_id]
-        bar(finished[0] / total)
+def _sweep_events(table, todo, bar: ProgressBar):
+    """Progress on `bar` weighted by each cell's FLOPs, and a line per finished, retried or failed cell."""
+    from .sweep import SweepEvents
+
+    cost = dict(zip(table.cell_id, table.tflops))
+    total = sum(cost[c.cell_id] for c in todo)
+    running: dict[str, float] = {}
+    finished = [0.0]
+
+    def progress(cell_id: str, fraction: float) -> None:
+        running[cell_id] = fraction * cost[cell_id]
+        bar((finished[0] + sum(running.values())) / total)
+
+    def line(text: str) -> None:
         bar.close_line()
-        typer.echo(f"{cell.cell_id}: {_best_text(records)}  ({records.wall_s.iloc[0]:.1f} s)")
+        typer.echo(text)
+        bar((finished[0] + sum(running.values())) / total)
 
-    run_sweep(spec, data, out, on_start=on_start, on_done=on_done)
-    bar.close()
+    def done(cell_id: str, records) -> None:
+        running.pop(cell_id, None)
+        finished[0] += cost[cell_id]
+        line(f"{cell_id}: {_best_text(records)}  ({records.wall_s.iloc[0]:.1f} s on {records.device.iloc[0]})")
+
+    def retry(cell_id: str, error: str) -> None:
+        running.pop(cell_id, None)
+        line(f"{cell_id}: retrying after a failure: {error}")
+
+    def failed(cell_id: str, error: str) -> None:
+        running.pop(cell_id, None)
+        finished[0] += cost[cell_id]
+        line(f"{cell_id}: FAILED: {error}")
+
+    return SweepEvents(progress=progress, done=done, retry=retry, failed=failed)
 
 
 def _best_text(records) -> str:
@@ -201,7 +251,7 @@ def status(results: Annotated[Path, typer.Argument(help="results directory")] = 
     import pandas as pd
 
     from .runner import kept_spec, pending
-    from .store import records_dir
+    from .store import read_failure, records_dir
 
     folders = sorted(p for p in Path(results).glob("*/spec.yaml")) if Path(results).is_dir() else []
     if not folders:
@@ -217,7 +267,12 @@ def status(results: Annotated[Path, typer.Argument(help="results directory")] = 
         typer.echo(f"{name} (spec {spec_hash}): {len(cells) - len(todo)}/{len(cells)} cells done, {len(todo)} pending")
         for cell in cells:
             file = records_dir(results, name) / f"{cell.cell_id}.parquet"
-            line = _best_text(pd.read_parquet(file)) if file.is_file() else "pending"
+            if file.is_file():
+                line = _best_text(pd.read_parquet(file))
+            elif error := read_failure(results, name, cell.cell_id):
+                line = f"failed: {error} (a rerun retries it)"
+            else:
+                line = "pending"
             typer.echo(f"  {cell.cell_id}: {line}")
 
 

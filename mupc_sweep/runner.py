@@ -1,9 +1,9 @@
-"""Running a sweep: plan its cells, resume from the store, train what is missing, write as cells finish.
+"""A sweep's plan and bookkeeping: which cells are pending, what they cost, how one cell is trained.
 
 The store is the source of truth: a cell is done when its records file exists, so a re-run skips
-it and never duplicates a row, and a killed run loses at most the cell in flight. The spec as run
+it and never duplicates a row, and a killed run loses at most the cells in flight. The spec as run
 is kept at results/<sweep>/spec.yaml with its hash; a changed spec under the same name is refused
-unless the user asks to start over.
+unless the user asks to start over. `sweep.py` fans the pending cells out with Ray.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .cost import eval_flops, step_flops
 from .data import Dataset
 from .records import cell_curves, cell_records
 from .spec import Cell, SpecError, SweepSpec, parse_spec
-from .store import curves_dir, records_dir, write_curves, write_cell
+from .store import curves_dir, failures_dir, records_dir
 from .train import train_cell
 
 N_CLASSES = 10
@@ -56,8 +56,11 @@ def prepare(spec: SweepSpec, results: Path, *, restart: bool) -> None:
     check_resumable(spec, results, restart=restart)
     folder = Path(results) / spec.name
     if restart:
-        for old in (records_dir(results, spec.name), curves_dir(results, spec.name), folder / "plots"):
-            shutil.rmtree(old, ignore_errors=True)
+        for old in (records_dir, curves_dir, failures_dir):
+            shutil.rmtree(old(results, spec.name), ignore_errors=True)
+        shutil.rmtree(folder / "plots", ignore_errors=True)
+    for stale in (*records_dir(results, spec.name).glob(".*.tmp"), *curves_dir(results, spec.name).glob(".*.tmp")):
+        stale.unlink()  # left by a run killed in the middle of a write
     folder.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump({"spec_hash": spec.spec_hash(), "spec": spec.to_raw()}, sort_keys=False)
     tmp = folder / ".spec.yaml.tmp"
@@ -98,25 +101,3 @@ def run_cell(
         cell.config, data.x_train, data.y_train, data.x_test, data.y_test, seeds, etas, betas, progress=progress
     )
     return cell_records(result, spec.dataset), cell_curves(result, spec.dataset, every=spec.curves_every)
-
-
-def run_sweep(
-    spec: SweepSpec,
-    data: Dataset,
-    results: Path,
-    *,
-    on_start: Callable[[Cell], Callable[[float], None] | None] | None = None,
-    on_done: Callable[[Cell, pd.DataFrame], None] | None = None,
-) -> list[Cell]:
-    """Train every pending cell in this process, one after another, writing each as it finishes.
-    `prepare` must have been called. Returns the cells trained."""
-    trained = []
-    for cell in pending(spec, results):
-        progress = on_start(cell) if on_start else None
-        records, curves = run_cell(spec, cell, data, progress)
-        write_curves(results, spec.name, cell.cell_id, curves)
-        write_cell(results, spec.name, cell.cell_id, records)  # last: its presence marks the cell done
-        trained.append(cell)
-        if on_done:
-            on_done(cell, records)
-    return trained

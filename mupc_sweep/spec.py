@@ -30,7 +30,7 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,17 +171,30 @@ def parse_spec(raw: Any, *, default_name: str = "sweep") -> SweepSpec:
         raise SpecError(f"resources: must be a mapping like {{cpu: 1, gpu: 0.5}}; got {resources!r}.")
     _unknown(resources, {"cpu", "gpu"}, "resources.")
     cpu, gpu = resources.get("cpu", 1), resources.get("gpu", 0)
-    for key, value, minimum in (("cpu", cpu, 0.0), ("gpu", gpu, 0.0)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise SpecError(f"resources.{key}: must be a non-negative number; got {value!r}.")
-    if cpu == 0 and gpu == 0:
-        raise SpecError("resources: a cell needs some cpu or gpu; got cpu: 0, gpu: 0.")
+    _check_resources(cpu, gpu)
     return SweepSpec(
         name=name, dataset=dataset, network=network,
         training={k: training[k] for k in ("batch_size", "epochs", "eval_every")},
         etas=etas, betas=betas, seeds=[int(s) for s in seeds], curves_every=int(curves_every),
         cpu=float(cpu), gpu=float(gpu),
     )
+
+
+def with_resources(spec: SweepSpec, *, cpu: float | None = None, gpu: float | None = None) -> SweepSpec:
+    """The spec with its per-cell resources overridden (they do not change results or the hash)."""
+    cpu, gpu = spec.cpu if cpu is None else cpu, spec.gpu if gpu is None else gpu
+    _check_resources(cpu, gpu)
+    return replace(spec, cpu=float(cpu), gpu=float(gpu))
+
+
+def _check_resources(cpu: Any, gpu: Any) -> None:
+    for key, value in (("cpu", cpu), ("gpu", gpu)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+            raise SpecError(f"resources.{key}: must be a non-negative number; got {value!r}.")
+    if gpu > 1:
+        raise SpecError(f"resources.gpu: a cell trains on one device, so at most 1 (a fraction shares a GPU); got {gpu!r}.")
+    if cpu == 0 and gpu == 0:
+        raise SpecError("resources: a cell needs some cpu or gpu; got cpu: 0, gpu: 0.")
 
 
 def _section(raw: dict, key: str, required: bool = True) -> dict:

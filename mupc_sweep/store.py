@@ -26,6 +26,10 @@ def curves_dir(results: Path, sweep: str) -> Path:
     return Path(results) / sweep / "curves"
 
 
+def failures_dir(results: Path, sweep: str) -> Path:
+    return Path(results) / sweep / "failed"
+
+
 def write_cell(results: Path, sweep: str, cell_id: str, records: pd.DataFrame) -> Path:
     """Write one cell's rows (adding `sweep` and `cell_id`) to its own Parquet file, atomically."""
     return _write(records_dir(results, sweep) / f"{cell_id}.parquet", records.assign(sweep=sweep, cell_id=cell_id))
@@ -34,6 +38,26 @@ def write_cell(results: Path, sweep: str, cell_id: str, records: pd.DataFrame) -
 def write_curves(results: Path, sweep: str, cell_id: str, curves: pd.DataFrame) -> Path:
     """Write one cell's curves (`records.cell_curves`) beside its records, atomically."""
     return _write(curves_dir(results, sweep) / f"{cell_id}.parquet", curves.assign(sweep=sweep, cell_id=cell_id))
+
+
+def write_failure(results: Path, sweep: str, cell_id: str, error: str) -> Path:
+    """Note that a cell's trial failed (with its error) so that `status` can say so; a rerun retries it."""
+    target = failures_dir(results, sweep) / f"{cell_id}.txt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(error + "\n")
+    tmp.replace(target)
+    return target
+
+
+def clear_failure(results: Path, sweep: str, cell_id: str) -> None:
+    (failures_dir(results, sweep) / f"{cell_id}.txt").unlink(missing_ok=True)
+
+
+def read_failure(results: Path, sweep: str, cell_id: str) -> str | None:
+    """The error noted for a cell whose trial failed, or None."""
+    path = failures_dir(results, sweep) / f"{cell_id}.txt"
+    return path.read_text().strip() if path.is_file() else None
 
 
 def _write(target: Path, table: pd.DataFrame) -> Path:

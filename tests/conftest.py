@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -112,7 +114,7 @@ def small_mnist(monkeypatch, tmp_path):
     }
     arrays[FILES["x_train"]][0, 0, :2] = [0, 255]
     raw = {name: idx_bytes(a) for name, a in arrays.items()}
-    monkeypatch.setitem(data.MD5, "mnist", {name: hashlib.md5(b).hexdigest() for name, b in raw.items()})
+    monkeypatch.setitem(data.MD5, "mnist", md5s(raw))
     monkeypatch.setenv("MUPC_SWEEP_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MUPC_SWEEP_DATA", raising=False)
     monkeypatch.setitem(data.SYSTEM_DIRS, "mnist", ())
@@ -124,3 +126,28 @@ def write(directory: Path, raw: dict, gz: bool = False) -> Path:
     for name, content in raw.items():
         (directory / (name + ".gz" if gz else name)).write_bytes(gzip.compress(content) if gz else content)
     return directory
+
+
+@pytest.fixture
+def ray_tmp(monkeypatch) -> Path:
+    """RAY_TMPDIR for one test: a short folder of its own (Ray's socket paths are length-limited)."""
+    path = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    monkeypatch.setenv("RAY_TMPDIR", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def fake_mnist(seed: int, n_train: int, n_test: int) -> dict[str, bytes]:
+    """The four MNIST IDX files with random images and labels."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        FILES["x_train"]: rng.integers(0, 256, (n_train, 28, 28)),
+        FILES["y_train"]: rng.integers(0, 10, n_train),
+        FILES["x_test"]: rng.integers(0, 256, (n_test, 28, 28)),
+        FILES["y_test"]: rng.integers(0, 10, n_test),
+    }
+    return {name: idx_bytes(a) for name, a in arrays.items()}
+
+
+def md5s(raw: dict[str, bytes]) -> dict[str, str]:
+    return {name: hashlib.md5(b).hexdigest() for name, b in raw.items()}
