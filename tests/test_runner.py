@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from mupc_sweep import runner
 from mupc_sweep.cli import app
-from mupc_sweep.store import read_records
+from mupc_sweep.store import read_records, write_cell, write_failure
 
 SPEC = {
     "name": "tiny",
@@ -44,15 +44,25 @@ def test_run_writes_one_file_per_cell_and_a_rerun_trains_nothing(setup):
     assert set(table.sweep) == {"tiny"} and table.steps_run.max() == 4
     stamps = [f.stat().st_mtime_ns for f in files]
     second = invoke("run", spec, "--out", results, "--data-dir", data)
-    assert second.exit_code == 0 and "2 done, 0 to train" in second.stderr
+    assert second.exit_code == 0 and "all 2 cells done" in second.stderr
     assert [f.stat().st_mtime_ns for f in files] == stamps and len(read_records(results)) == 8
     kept = yaml.safe_load((results / "tiny" / "spec.yaml").read_text())
     assert kept["spec"]["network"]["depth"] == [2, 3] and len(kept["spec_hash"]) == 16
 
+    files[1].unlink()
+    out = invoke("status", results)
+    assert out.exit_code == 0
+    assert "tiny (spec " in out.stdout and "1/2 cells done, 1 pending" in out.stdout
+    assert "relu-mupc-pc-N4-H2-T2: best η=" in out.stdout and "relu-mupc-pc-N4-H3-T3: pending" in out.stdout
+    write_failure(results, "tiny", "relu-mupc-pc-N4-H3-T3", "ValueError: boom")
+    assert "relu-mupc-pc-N4-H3-T3: failed: ValueError: boom" in invoke("status", results).stdout
+    assert invoke("status", results / "none").exit_code == 2
+
 
 def test_changed_spec_is_refused_unless_restarted(setup):
     spec, data, results = setup
-    assert invoke("run", spec, "--out", results, "--data-dir", data).exit_code == 0
+    runner.prepare(runner.parse_spec(SPEC), results, restart=False)  # an earlier run of the first spec
+    write_cell(results, "tiny", "relu-mupc-pc-N4-H2-T2", pd.DataFrame({"eta": [0.1], "status": ["ok"]}))
     before = {p: p.stat().st_mtime_ns for p in results.rglob("*")}
     spec.write_text(yaml.safe_dump({**SPEC, "grid": {"eta": [0.2], "beta": [0.5]}}))
     refused = invoke("run", spec, "--out", results, "--data-dir", data)
@@ -86,17 +96,6 @@ def test_dry_run_lists_cells_and_writes_nothing(setup):
     result = invoke("run", spec, "--out", results, "--dry-run")
     assert result.exit_code == 0 and "relu-mupc-pc-N4-H3-T3" in result.stdout and "2 cells, 8 points" in result.stdout
     assert not results.exists()
-
-
-def test_status_reports_done_pending_and_best(setup):
-    spec, data, results = setup
-    invoke("run", spec, "--out", results, "--data-dir", data)
-    (results / "tiny" / "records" / "relu-mupc-pc-N4-H3-T3.parquet").unlink()
-    out = invoke("status", results)
-    assert out.exit_code == 0
-    assert "tiny (spec " in out.stdout and "1/2 cells done, 1 pending" in out.stdout
-    assert "relu-mupc-pc-N4-H2-T2: best η=" in out.stdout and "relu-mupc-pc-N4-H3-T3: pending" in out.stdout
-    assert invoke("status", results / "none").exit_code == 2
 
 
 def test_plan_counts_points_and_flops():
