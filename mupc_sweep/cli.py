@@ -191,9 +191,11 @@ def run(
         bar.close()
     finally:
         disconnect()
-    if failures:
-        typer.echo(f"{len(failures)} of {len(todo)} cells failed (noted in {out / spec.name / 'failed'}); "
-                   "run the same command again to retry them.", err=True)
+    left = pending(spec, out)
+    if left:
+        failed = f" ({len(failures)} failed, noted in {out / spec.name / 'failed'})" if failures else ""
+        typer.echo(f"{len(left)} of {len(table)} cells are not done{failed}; run the same command again to "
+                   "train them.", err=True)
         raise typer.Exit(code=1)
 
 

@@ -42,13 +42,18 @@ SPEC = {
 }
 POINT_KEY = ["cell_id", "seed", "eta", "beta"]
 
-# A driver process whose MNIST is the test's own small files (their checksums stand in for the real ones).
+# A driver process whose MNIST is the test's own small files (their checksums stand in for the real
+# ones); on its way out it says whether it ever opened a device (it must not: workers train).
 DRIVER = """
 import json, sys
 from mupc_sweep import data
 data.MD5["mnist"] = json.loads(sys.argv[1])
 from mupc_sweep.cli import app
-app(sys.argv[2:], prog_name="mupc-sweep")
+try:
+    app(sys.argv[2:], prog_name="mupc-sweep")
+finally:
+    from jax._src import xla_bridge
+    print("driver opened a JAX backend:", xla_bridge.backends_are_initialized())
 """
 
 
@@ -176,6 +181,7 @@ def test_embedded_ray_listens_on_loopback_only_with_token_auth(sweep_files, tmp_
     finally:
         end_processes(process_tree(driver.pid))
     assert driver.returncode == 0, (tmp_path / "driver.err").read_text()
+    assert "driver opened a JAX backend: False" in (tmp_path / "driver.out").read_text()
     addresses = {proc_address(address) for _, address in seen}
     assert len({pid for pid, _ in seen}) >= 3, seen  # GCS, raylet and workers at least
     assert all(a.is_loopback for a in addresses), addresses
