@@ -18,7 +18,8 @@
       eta: [0.5, 0.1, 0.05, 0.01]
       beta: [10, 1, 0.1]         # ignored by bp cells
     curves_every: 10             # keep train_loss every k steps
-    resources: {cpu: 1, gpu: 0}  # per cell (trial); fractional GPUs allowed
+    resources: {cpu: 1, gpu: 0}  # per cell (Ray trial); gpu ≤ 1, a fraction shares a GPU;
+                                 # `run --cpus-per-cell/--gpus-per-cell` override them
 
 Errors name the field path (`network.depth[0]`) and what is allowed. `spec_hash` covers everything
 that changes results, so resources can differ between a laptop and a cluster.
