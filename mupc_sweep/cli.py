@@ -150,7 +150,7 @@ def run(
     from .data import DatasetError, load_dataset
     from .runner import check_resumable, pending, plan, prepare
     from .spec import load_spec, with_resources
-    from .sweep import ClusterError, SweepEvents, check_fits, connect, disconnect, resolve_address, run_trials
+    from .sweep import ClusterError, check_fits, connect, disconnect, resolve_address, run_trials
     from .train import check_steps
 
     try:

@@ -72,7 +72,7 @@ def connect(address: str | None) -> str:
     options = dict(log_to_driver=False, logging_level=logging.ERROR)
     try:
         if address is None:
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **options)
+            ray.init(address="local", include_dashboard=False, **options)  # all CPUs and GPUs Ray detects
         else:
             ray.init(address=address, **options)
     except Exception as error:  # Ray raises ConnectionError, RuntimeError or its own types here

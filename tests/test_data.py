@@ -1,7 +1,6 @@
 """Dataset loading: IDX parsing, checksums, the source chain and normalisation, on small files the tests write."""
 
 import gzip
-import hashlib
 import io
 import subprocess
 import tarfile

@@ -213,6 +213,8 @@ def test_killed_driver_resumes_and_holds_every_point_once(sweep_files, tmp_path,
 
 
 def test_lost_worker_node_is_retried_and_nothing_is_lost(sweep_files, ray_tmp):
+    """Trials run only on worker nodes (the head has no CPU for them), so every record reaches the
+    results directory through the driver, as on a multi-node cluster without shared storage."""
     from ray.cluster_utils import Cluster
 
     spec, data_dir, results, _ = sweep_files
