@@ -20,7 +20,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -32,6 +32,7 @@ from .spec import Cell, SweepSpec
 MAX_FAILURES = 2  # retries of a cell whose trial failed (a lost node, a crashed worker)
 REPORT_EVERY_S = 2.0  # a trial's progress reports are at most this frequent (each is a driver round trip)
 GPU_MEMORY_SHARE = 0.9  # of a trial's GPU fraction that JAX may take, leaving room for CUDA itself
+MEM_FRACTION_VARIABLES = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray then binds every port to 127.0.0.1
 
 
@@ -107,11 +108,15 @@ def check_fits(spec: SweepSpec, *, strict: bool) -> str | None:
     return None
 
 
-def device_settings(gpu: float) -> dict[str, str]:
+def device_settings(gpu: float, environ: Mapping[str, str]) -> dict[str, str]:
     """Environment for a trial's JAX, set before it first touches a device: a CPU-only trial never
-    opens a GPU; a trial with a GPU fraction preallocates only its share, so co-located trials fit."""
+    opens a GPU; a trial with a GPU fraction preallocates only its share, so co-located trials fit.
+    A memory fraction already in `environ` is the user's choice and is kept."""
     if gpu == 0:
         return {"JAX_PLATFORMS": "cpu"}
+    if any(name in environ for name in MEM_FRACTION_VARIABLES):
+        return {}
+    # the older name: newer jaxlib reads it too (and refuses only both names at once)
     return {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{GPU_MEMORY_SHARE * min(gpu, 1.0):.3f}"}
 
 
@@ -186,7 +191,7 @@ def _trial(config: dict, *, spec: SweepSpec, data: Dataset) -> None:
     import jax
     from ray import tune
 
-    settings = device_settings(spec.gpu)
+    settings = device_settings(spec.gpu, os.environ)
     if "JAX_PLATFORMS" in settings:
         jax.config.update("jax_platforms", settings.pop("JAX_PLATFORMS"))  # jax read its env at import
     os.environ.update(settings)

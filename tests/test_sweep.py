@@ -293,7 +293,8 @@ def test_a_cell_too_big_for_the_embedded_cluster_exits_2(sweep_files, ray_tmp):
 
 
 def test_device_settings_share_a_gpu_and_keep_cpu_trials_off_it():
-    assert sweep.device_settings(0) == {"JAX_PLATFORMS": "cpu"}
-    quarter = float(sweep.device_settings(0.25)["XLA_PYTHON_CLIENT_MEM_FRACTION"])
+    assert sweep.device_settings(0, {}) == {"JAX_PLATFORMS": "cpu"}
+    quarter = float(sweep.device_settings(0.25, {})["XLA_PYTHON_CLIENT_MEM_FRACTION"])
     assert 4 * quarter <= 1 and quarter == pytest.approx(0.25 * sweep.GPU_MEMORY_SHARE)
-    assert float(sweep.device_settings(1)["XLA_PYTHON_CLIENT_MEM_FRACTION"]) <= 1
+    assert float(sweep.device_settings(1, {})["XLA_PYTHON_CLIENT_MEM_FRACTION"]) <= 1
+    assert sweep.device_settings(0.5, {"XLA_CLIENT_MEM_FRACTION": "0.3"}) == {}  # the user's own setting stays
