@@ -187,7 +187,7 @@ def run(
         if warning:
             typer.echo(f"Warning: {warning}", err=True)
         bar = ProgressBar("sweep")
-        failures = run_trials(spec, data, out, todo, _sweep_events(table, todo, bar))
+        failures = run_trials(spec, data, out, todo, _sweep_events(cost, todo, bar))
         bar.close()
     finally:
         disconnect()
@@ -199,11 +199,10 @@ def run(
         raise typer.Exit(code=1)
 
 
-def _sweep_events(table, todo, bar: ProgressBar):
-    """Progress on `bar` weighted by each cell's FLOPs, and a line per finished, retried or failed cell."""
+def _sweep_events(cost: dict[str, float], todo, bar: ProgressBar):
+    """Progress on `bar` weighted by each cell's cost, and a line per finished, retried or failed cell."""
     from .sweep import SweepEvents
 
-    cost = dict(zip(table.cell_id, table.tflops))
     total = sum(cost[c.cell_id] for c in todo)
     running: dict[str, float] = {}
     finished = [0.0]

@@ -30,6 +30,10 @@ def failures_dir(results: Path, sweep: str) -> Path:
     return Path(results) / sweep / "failed"
 
 
+def _failure_path(results: Path, sweep: str, cell_id: str) -> Path:
+    return failures_dir(results, sweep) / f"{cell_id}.txt"
+
+
 def write_cell(results: Path, sweep: str, cell_id: str, records: pd.DataFrame) -> Path:
     """Write one cell's rows (adding `sweep` and `cell_id`) to its own Parquet file, atomically."""
     return _write(records_dir(results, sweep) / f"{cell_id}.parquet", records.assign(sweep=sweep, cell_id=cell_id))
@@ -42,7 +46,7 @@ def write_curves(results: Path, sweep: str, cell_id: str, curves: pd.DataFrame) 
 
 def write_failure(results: Path, sweep: str, cell_id: str, error: str) -> Path:
     """Note that a cell's trial failed (with its error) so that `status` can say so; a rerun retries it."""
-    target = failures_dir(results, sweep) / f"{cell_id}.txt"
+    target = _failure_path(results, sweep, cell_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(error + "\n")
@@ -51,12 +55,12 @@ def write_failure(results: Path, sweep: str, cell_id: str, error: str) -> Path:
 
 
 def clear_failure(results: Path, sweep: str, cell_id: str) -> None:
-    (failures_dir(results, sweep) / f"{cell_id}.txt").unlink(missing_ok=True)
+    _failure_path(results, sweep, cell_id).unlink(missing_ok=True)
 
 
 def read_failure(results: Path, sweep: str, cell_id: str) -> str | None:
     """The error noted for a cell whose trial failed, or None."""
-    path = failures_dir(results, sweep) / f"{cell_id}.txt"
+    path = _failure_path(results, sweep, cell_id)
     return path.read_text().strip() if path.is_file() else None
 
 
