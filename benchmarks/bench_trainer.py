@@ -4,9 +4,10 @@
     .venv/bin/python benchmarks/bench_trainer.py --width 512 --depth 128 --points 44   # one shape
 
 GFLOP/s counts only the matrix products the algorithm needs (`mupc_sweep.cost.step_flops`) and is
-compared with this device's dense float32 matmul rate (4096², median of 10), measured in the same
-run just before each row. A measurement is the whole cell program (weight init, batch permutation, steps, final test
-evaluation) over at least 3 steps per point, the median of 3 runs when short. Inputs are random
+compared with this device's dense float32 matmul rate (4096², median of 5), measured right after
+each timed run, since a shared machine's speed drifts. A measurement is the whole cell program
+(weight init, batch permutation, steps, final test evaluation) over at least 3 steps per point; a
+short one is warmed up once and timed 3 times, and the row gives the medians. Inputs are random
 MNIST-shaped data (784 → 10); the rates are chosen so that no point stops early.
 """
 
@@ -26,7 +27,7 @@ from mupc_sweep.train import CellConfig, _train_cell, describe_device
 D_IN, N_CLASSES, BATCH = 784, 10, 64
 
 
-def matmul_gflops(n: int = 4096, repeats: int = 10) -> float:
+def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
     """Dense float32 (n × n) @ (n × n) rate of the default device, median of `repeats`."""
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     f = jax.jit(lambda a: a @ a)
@@ -63,20 +64,22 @@ def bench_cell(width: int, depth: int, points: int, *, target_s: float, chunk: i
     start = time.perf_counter()
     compiled = _train_cell.lower(*args, cfg=cfg, n_classes=N_CLASSES, chunk=chunk).compile()
     compile_s = time.perf_counter() - start
-    out = None
-    walls = []
-    for _ in range(repeats + (repeats > 1)):  # short runs: one warm-up, then the median of three
+    if repeats > 1:
+        jax.block_until_ready(compiled(*args))  # warm-up
+    walls, peaks = [], []
+    for _ in range(repeats):
         start = time.perf_counter()
         out = jax.block_until_ready(compiled(*args))
         walls.append(time.perf_counter() - start)
-    wall = float(np.median(walls[-repeats:]))
+        peaks.append(matmul_gflops())
+    wall = float(np.median(walls))
     steps_run = np.asarray(out[4])
     if not np.all(steps_run == steps):
         print(f"  warning: some points stopped early (steps run {steps_run.min()}..{steps_run.max()} of {steps})")
     per_point_step = wall / (points * steps)
     return dict(
         width=width, depth=depth, points=points, chunk=chunk, steps=steps, compile_s=compile_s,
-        ms_per_point_step=1e3 * per_point_step, gflops=flops / per_point_step / 1e9,
+        ms_per_point_step=1e3 * per_point_step, gflops=flops / per_point_step / 1e9, matmul=float(np.median(peaks)),
     )
 
 
@@ -90,14 +93,14 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"device: {describe_device()}   jax {jax.__version__}")
-    print("matmul: dense float32 4096² rate measured just before each row (a shared machine's speed drifts)\n")
+    print("matmul: dense float32 4096² rate measured right after each timed run (a shared machine's speed drifts)\n")
     print(
         f"{'N':>5} {'H':>4} {'G':>3} {'chunk':>5} {'steps':>5} {'compile s':>9} {'ms/point-step':>13} "
         f"{'GFLOP/s':>8} {'matmul':>7} {'% matmul':>8}"
     )
     for width, depth, points in itertools.product(args.width, args.depth, args.points):
-        peak = matmul_gflops()
         r = bench_cell(width, depth, points, target_s=args.seconds, chunk=args.chunk)
+        peak = r["matmul"]
         print(
             f"{r['width']:>5} {r['depth']:>4} {r['points']:>3} {r['chunk']:>5} {r['steps']:>5} {r['compile_s']:>9.1f} "
             f"{r['ms_per_point_step']:>13.2f} {r['gflops']:>8.1f} {peak:>7.1f} {100 * r['gflops'] / peak:>7.0f}%",

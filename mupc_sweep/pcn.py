@@ -1,9 +1,10 @@
 r"""The residual predictive-coding network of SPEC §2: parameterisations, forward pass, energy, gradients.
 
 Notation: input dimension D, output dimension C, width N, H hidden layers (the *depth*), batch B.
-Activities are stacked on a layer axis, ``z: (H, B, N)`` with ``z[0]`` = z_1, and the hidden weights
-W_2..W_H on a matching axis, ``w_hidden: (H-1, N, N)``, so that every layer's error and gradient is
-one batched product: PC inference is layer-parallel and compile time does not grow with depth.
+Examples are columns, as in the equations: x is (D, B), y and ŷ are (C, B). Activities are
+stacked on a layer axis, ``z: (H, N, B)`` with ``z[0]`` = z_1, and the hidden weights W_2..W_H on
+a matching axis, ``w_hidden: (H-1, N, N)``, so that every layer's error and gradient is one
+batched product: PC inference is layer-parallel and compile time does not grow with depth.
 
 $$
 F = \frac{1}{B}\sum_i \Big[\tfrac12\|z_1 - a_1 W_1 x\|^2
@@ -99,38 +100,38 @@ def activation_fns(activation: Activation) -> tuple[Callable[[Array], Array], Ca
 
 
 def input_drive(w: Weights, x: Array, s: Scalings) -> Array:
-    """a_1 W_1 x for a batch x: (B, D) -> (B, N). Constant during inference (x is clamped)."""
-    return s.a_in * x @ w.w_in.T
+    """a_1 W_1 x for a batch x: (D, B) -> (N, B). Constant during inference (x is clamped)."""
+    return s.a_in * (w.w_in @ x)
 
 
 def forward(w: Weights, x: Array, s: Scalings, activation: Activation) -> tuple[Array, Array]:
-    """Feedforward pass, the activity initialisation: x (B, D) -> z (H, B, N), ŷ (B, C)."""
+    """Feedforward pass, the activity initialisation: x (D, B) -> z (H, N, B), ŷ (C, B)."""
     phi, _ = activation_fns(activation)
 
     def layer(z_prev, w_l):
-        z_l = z_prev + s.a_hidden * phi(z_prev) @ w_l.T
+        z_l = z_prev + s.a_hidden * (w_l @ phi(z_prev))
         return z_l, z_l
 
     z_1 = input_drive(w, x, s)
     z_h, z_rest = jax.lax.scan(layer, z_1, w.w_hidden)
     z = jnp.concatenate([z_1[None], z_rest], axis=0)
-    return z, s.a_out * phi(z_h) @ w.w_out.T
+    return z, s.a_out * (w.w_out @ phi(z_h))
 
 
 def predict(w: Weights, x: Array, s: Scalings, activation: Activation) -> Array:
-    """ŷ of the feedforward pass without keeping the activities: x (B, D) -> (B, C)."""
+    """ŷ of the feedforward pass without keeping the activities: x (D, B) -> (C, B)."""
     phi, _ = activation_fns(activation)
 
     def layer(z_prev, w_l):
-        return z_prev + s.a_hidden * phi(z_prev) @ w_l.T, None
+        return z_prev + s.a_hidden * (w_l @ phi(z_prev)), None
 
     z_h, _ = jax.lax.scan(layer, input_drive(w, x, s), w.w_hidden)
-    return s.a_out * phi(z_h) @ w.w_out.T
+    return s.a_out * (w.w_out @ phi(z_h))
 
 
 def half_mse(y_hat: Array, y: Array) -> Array:
-    """train_loss = ½ · (1/B) Σ_i ‖ŷ_i − y_i‖²."""
-    return 0.5 * jnp.sum((y_hat - y) ** 2) / y.shape[0]
+    """train_loss = ½ · (1/B) Σ_i ‖ŷ_i − y_i‖² for (C, B) arrays."""
+    return 0.5 * jnp.sum((y_hat - y) ** 2) / y.shape[-1]
 
 
 def errors(
@@ -138,42 +139,42 @@ def errors(
 ) -> tuple[Array, Array]:
     """Prediction errors of every layer at once.
 
-    e_1 = z_1 − a_1 W_1 x, e_l = z_l − z_{l−1} − a_h W_l φ(z_{l−1}) (l = 2..H): stacked (H, B, N);
-    e_out = y − a_L W_L φ(z_H): (B, C). `drive` is `input_drive(w, x, s)`.
+    e_1 = z_1 − a_1 W_1 x, e_l = z_l − z_{l−1} − a_h W_l φ(z_{l−1}) (l = 2..H): stacked (H, N, B);
+    e_out = y − a_L W_L φ(z_H): (C, B). `drive` is `input_drive(w, x, s)`.
     """
     phi, _ = activation_fns(activation)
-    p = phi(z)
-    hidden_pred = s.a_hidden * jnp.einsum("lbi,loi->lbo", p[:-1], w.w_hidden)
+    hidden_pred = s.a_hidden * jnp.einsum("loi,lib->lob", w.w_hidden, phi(z[:-1]))
     e = jnp.concatenate([(z[0] - drive)[None], z[1:] - z[:-1] - hidden_pred], axis=0)
-    e_out = y - s.a_out * p[-1] @ w.w_out.T
+    e_out = y - s.a_out * (w.w_out @ phi(z[-1]))
     return e, e_out
 
 
 def energy(w: Weights, z: Array, x: Array, y: Array, s: Scalings, activation: Activation) -> Array:
     """The energy F of SPEC §2 (a mean over the batch)."""
     e, e_out = errors(w, z, input_drive(w, x, s), y, s, activation)
-    return 0.5 * (jnp.sum(e**2) + jnp.sum(e_out**2)) / y.shape[0]
+    return 0.5 * (jnp.sum(e**2) + jnp.sum(e_out**2)) / y.shape[-1]
 
 
 def activity_grad(
-    w: Weights, z: Array, e: Array, e_out: Array, s: Scalings, activation: Activation
+    w: Weights, w_hidden_t: Array, z: Array, e: Array, e_out: Array, s: Scalings, activation: Activation
 ) -> Array:
-    """∇_z F from the errors at z: (H, B, N).
+    """∇_z F from the errors at z: (H, N, B).
 
     ∂F/∂z_l = (1/B)[e_l − e_{l+1} − a_h φ'(z_l) ⊙ W_{l+1}ᵀ e_{l+1}]  for l < H,
     ∂F/∂z_H = (1/B)[e_H − a_L φ'(z_H) ⊙ W_Lᵀ e_out].
+    `w_hidden_t` is W_2ᵀ..W_Hᵀ, `jnp.swapaxes(w.w_hidden, 1, 2)`: with it every product has its
+    weight matrix on the left untransposed, the fast form on a CPU, and it is formed once per step.
     """
     _, dphi = activation_fns(activation)
-    d = dphi(z)
-    back_hidden = e[1:] + s.a_hidden * d[:-1] * jnp.einsum("lbo,loi->lbi", e[1:], w.w_hidden)
-    back_out = s.a_out * d[-1] * (e_out @ w.w_out)
-    return (e - jnp.concatenate([back_hidden, back_out[None]], axis=0)) / e.shape[1]
+    back_hidden = e[1:] + s.a_hidden * dphi(z[:-1]) * jnp.einsum("lio,lob->lib", w_hidden_t, e[1:])
+    back_out = s.a_out * dphi(z[-1]) * (w.w_out.T @ e_out)
+    return (e - jnp.concatenate([back_hidden, back_out[None]], axis=0)) / e.shape[-1]
 
 
 def output_activity_grad(w: Weights, z: Array, e_out: Array, s: Scalings, activation: Activation) -> Array:
     """∇_z F at the feedforward activities, where every hidden error is zero: only z_H moves."""
     _, dphi = activation_fns(activation)
-    g_h = -s.a_out * dphi(z[-1]) * (e_out @ w.w_out) / e_out.shape[0]
+    g_h = -s.a_out * dphi(z[-1]) * (w.w_out.T @ e_out) / e_out.shape[-1]
     return jnp.zeros_like(z).at[-1].set(g_h)
 
 
@@ -182,9 +183,9 @@ def weight_grads(
 ) -> Weights:
     """∇_W F from the errors at z: −(a/B) e φ(z_prev)ᵀ per layer (with x in place of φ(z_0))."""
     phi, _ = activation_fns(activation)
-    p, batch = phi(z), x.shape[0]
+    batch = x.shape[-1]
     return Weights(
-        w_in=-s.a_in * e[0].T @ x / batch,
-        w_hidden=-s.a_hidden * jnp.einsum("lbo,lbi->loi", e[1:], p[:-1]) / batch,
-        w_out=-s.a_out * e_out.T @ p[-1] / batch,
+        w_in=-s.a_in / batch * (e[0] @ x.T),
+        w_hidden=-s.a_hidden / batch * jnp.einsum("lob,lib->loi", e[1:], phi(z[:-1])),
+        w_out=-s.a_out / batch * (e_out @ phi(z[-1]).T),
     )

@@ -85,16 +85,17 @@ def init_state(weights: Weights) -> PointState:
 
 
 def pc_loss_and_grads(w: Weights, x: Array, y: Array, beta: Array, net: Net) -> tuple[Array, Weights]:
-    """train_loss of the feedforward pass and ∇_W F after T inference steps of size β."""
+    """train_loss of the feedforward pass and ∇_W F after T inference steps of size β; x (D, B), y (C, B)."""
     s, act = net.scalings, net.activation
-    z, y_hat = forward(w, x, s, act)  # z: (H, B, N)
+    z, y_hat = forward(w, x, s, act)  # z: (H, N, B)
     drive = z[0]  # a_1 W_1 x, constant while x is clamped
     if net.inference_steps >= 1:
         z = z - beta * output_activity_grad(w, z, y - y_hat, s, act)
+        w_hidden_t = jnp.swapaxes(w.w_hidden, 1, 2)  # once per step, for the back-projections
 
         def infer(z, _):
             e, e_out = errors(w, z, drive, y, s, act)
-            return z - beta * activity_grad(w, z, e, e_out, s, act), None
+            return z - beta * activity_grad(w, w_hidden_t, z, e, e_out, s, act), None
 
         z, _ = jax.lax.scan(infer, z, length=net.inference_steps - 1)
     e, e_out = errors(w, z, drive, y, s, act)
@@ -109,7 +110,8 @@ def bp_loss_and_grads(w: Weights, x: Array, y: Array, net: Net) -> tuple[Array, 
 def point_step(
     state: PointState, x: Array, y: Array, eta: Array, beta: Array, net: Net
 ) -> tuple[PointState, Array]:
-    """One training step of one point; a non-finite train_loss freezes the point as diverged."""
+    """One training step of one point on a batch x (D, B), y (C, B); a non-finite train_loss
+    freezes the point as diverged."""
     if net.algorithm == "pc":
         loss, grads = pc_loss_and_grads(state.weights, x, y, beta, net)
     else:
@@ -145,11 +147,11 @@ def grid_step(
 
 
 def accuracy(w: Weights, x_chunks: Array, label_chunks: Array, n: int, net: Net) -> Array:
-    """Percent of `n` test examples whose argmax ŷ is the label; inputs pre-chunked (K, EVAL_CHUNK, ·)."""
+    """Percent of `n` test examples whose argmax ŷ is the label; inputs pre-chunked, x (K, D, EVAL_CHUNK)."""
 
     def correct(chunk):
         x, labels = chunk
-        return jnp.sum(jnp.argmax(predict(w, x, net.scalings, net.activation), axis=-1) == labels)
+        return jnp.sum(jnp.argmax(predict(w, x, net.scalings, net.activation), axis=0) == labels)
 
     return 100.0 * jnp.sum(jax.lax.map(correct, (x_chunks, label_chunks))) / n
 
@@ -253,7 +255,7 @@ def _train_cell(
     n_test = x_test.shape[0]
     size = min(n_test, EVAL_CHUNK)
     pad = -n_test % size
-    x_chunks = jnp.pad(x_test, ((0, pad), (0, 0))).reshape(-1, size, d_in)
+    x_chunks = jnp.swapaxes(jnp.pad(x_test, ((0, pad), (0, 0))).reshape(-1, size, d_in), 1, 2)
     label_chunks = jnp.pad(y_test, (0, pad), constant_values=-1).reshape(-1, size)
     evaluate = jax.vmap(lambda w: accuracy(w, x_chunks, label_chunks, n_test, net))
 
@@ -281,6 +283,7 @@ def _train_cell(
             step, state, losses, accs = carry
             batch = seed_batches[seed_index, step]  # (chunk, B)
             x, y = x_train[batch], jax.nn.one_hot(y_train[batch], n_classes, dtype=dtype)
+            x, y = jnp.swapaxes(x, 1, 2), jnp.swapaxes(y, 1, 2)  # examples as columns
             state, loss = grid_step(state, x, y, eta, beta, net)
             losses = losses.at[:, step].set(loss)
             step = step + 1
@@ -471,7 +474,7 @@ def _train_points(w: Weights, xs, ys, etas, betas, *, net: Net):
     state = jax.vmap(init_state)(jax.tree.map(lambda a: jnp.broadcast_to(a, (n_points, *a.shape)), w))
 
     def step(state, batch):
-        x, y = (jnp.broadcast_to(a, (n_points, *a.shape)) for a in batch)
+        x, y = (jnp.broadcast_to(a.T, (n_points, *a.T.shape)) for a in batch)
         return grid_step(state, x, y, etas, betas, net)
 
     state, losses = jax.lax.scan(step, state, (xs, ys))

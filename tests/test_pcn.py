@@ -1,4 +1,7 @@
-"""The network maths against SPEC §2 written layer by layer and its jax.grad (float64)."""
+"""The network maths against SPEC §2 written layer by layer and its jax.grad (float64).
+
+The reference keeps examples as rows, (B, ·); the package keeps them as columns, (·, B).
+"""
 
 import itertools
 import math
@@ -17,6 +20,11 @@ COMBOS = list(itertools.product(pcn.ACTIVATIONS, pcn.PARAMS))
 
 def stacked(ws: list) -> pcn.Weights:
     return pcn.Weights(jnp.asarray(ws[0]), jnp.stack([jnp.asarray(w) for w in ws[1:-1]]), jnp.asarray(ws[-1]))
+
+
+def cols(a) -> jnp.ndarray:
+    """Rows to columns: swap the last two axes."""
+    return jnp.swapaxes(jnp.asarray(a), -1, -2)
 
 
 def setup(seed: int, activation: str, param: str):
@@ -58,17 +66,17 @@ def test_same_key_gives_same_weights_and_other_keys_differ():
 @pytest.mark.parametrize("activation,param", COMBOS)
 def test_forward_is_the_spec_recursion(x64, activation, param):
     ws, x, y, _, s = setup(0, activation, param)
-    z, y_hat = pcn.forward(stacked(ws), jnp.asarray(x), s, activation)
+    z, y_hat = pcn.forward(stacked(ws), cols(x), s, activation)
     ref_zs, ref_y = ref_forward(ws, x, activation, param)
-    np.testing.assert_allclose(z, np.stack(ref_zs), rtol=1e-10, atol=1e-13)
-    np.testing.assert_allclose(y_hat, ref_y, rtol=1e-10, atol=1e-13)
-    np.testing.assert_allclose(pcn.predict(stacked(ws), jnp.asarray(x), s, activation), ref_y, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(z, cols(np.stack(ref_zs)), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(y_hat, cols(ref_y), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(pcn.predict(stacked(ws), cols(x), s, activation), cols(ref_y), rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("activation,param", COMBOS)
 def test_energy_is_the_spec_energy(x64, activation, param):
     ws, x, y, zs, s = setup(1, activation, param)
-    got = pcn.energy(stacked(ws), jnp.stack(zs), jnp.asarray(x), jnp.asarray(y), s, activation)
+    got = pcn.energy(stacked(ws), cols(np.stack(zs)), cols(x), cols(y), s, activation)
     assert float(got) == pytest.approx(float(ref_energy(ws, zs, x, y, activation, param)), rel=1e-10)
 
 
@@ -78,37 +86,37 @@ def test_energy_at_the_feedforward_pass_is_the_train_loss(x64, activation, param
     zs, y_hat = ref_forward(ws, x, activation, param)
     half_mse = 0.5 * np.sum((np.asarray(y_hat) - y) ** 2) / B
     assert float(ref_energy(ws, zs, x, y, activation, param)) == pytest.approx(half_mse, rel=1e-10)
-    assert float(pcn.half_mse(y_hat, jnp.asarray(y))) == pytest.approx(half_mse, rel=1e-10)
+    assert float(pcn.half_mse(cols(y_hat), cols(y))) == pytest.approx(half_mse, rel=1e-10)
 
 
 @pytest.mark.parametrize("activation,param", COMBOS)
 def test_activity_gradient_is_autodiff_of_the_energy(x64, activation, param):
     ws, x, y, zs, s = setup(3, activation, param)
     w = stacked(ws)
-    z = jnp.stack(zs)
-    e, e_out = pcn.errors(w, z, pcn.input_drive(w, jnp.asarray(x), s), jnp.asarray(y), s, activation)
-    got = pcn.activity_grad(w, z, e, e_out, s, activation)
+    z = cols(np.stack(zs))
+    e, e_out = pcn.errors(w, z, pcn.input_drive(w, cols(x), s), cols(y), s, activation)
+    got = pcn.activity_grad(w, jnp.swapaxes(w.w_hidden, 1, 2), z, e, e_out, s, activation)
     want = jax.grad(lambda zs: ref_energy(ws, zs, x, y, activation, param))(zs)
-    np.testing.assert_allclose(got, np.stack(want), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got, cols(np.stack(want)), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("activation,param", COMBOS)
 def test_first_inference_gradient_only_moves_the_last_layer(x64, activation, param):
     ws, x, y, _, s = setup(4, activation, param)
     w = stacked(ws)
-    z, y_hat = pcn.forward(w, jnp.asarray(x), s, activation)
-    got = pcn.output_activity_grad(w, z, jnp.asarray(y) - y_hat, s, activation)
-    want = jax.grad(lambda zs: ref_energy(ws, zs, x, y, activation, param))(list(z))
-    np.testing.assert_allclose(got, np.stack(want), rtol=1e-10, atol=1e-12)
+    z, y_hat = pcn.forward(w, cols(x), s, activation)
+    got = pcn.output_activity_grad(w, z, cols(y) - y_hat, s, activation)
+    want = jax.grad(lambda zs: ref_energy(ws, zs, x, y, activation, param))(list(cols(z)))
+    np.testing.assert_allclose(got, cols(np.stack(want)), rtol=1e-10, atol=1e-12)
     assert np.all(np.asarray(got[:-1]) == 0)
 
 
 @pytest.mark.parametrize("activation,param", COMBOS)
 def test_weight_gradients_are_autodiff_of_the_energy(x64, activation, param):
     ws, x, y, zs, s = setup(5, activation, param)
-    w, z = stacked(ws), jnp.stack(zs)
-    e, e_out = pcn.errors(w, z, pcn.input_drive(w, jnp.asarray(x), s), jnp.asarray(y), s, activation)
-    got = pcn.weight_grads(z, jnp.asarray(x), e, e_out, s, activation)
+    w, z = stacked(ws), cols(np.stack(zs))
+    e, e_out = pcn.errors(w, z, pcn.input_drive(w, cols(x), s), cols(y), s, activation)
+    got = pcn.weight_grads(z, cols(x), e, e_out, s, activation)
     want = jax.grad(lambda ws: ref_energy(ws, zs, x, y, activation, param))(ws)
     np.testing.assert_allclose(got.w_in, want[0], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got.w_hidden, np.stack(want[1:-1]), rtol=1e-10, atol=1e-12)

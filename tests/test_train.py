@@ -153,7 +153,7 @@ def test_bp_step_is_adam_on_the_autodiff_loss_gradient(x64):
     opt, ref_ws = optax.adam(0.05), list(ws)
     ref_state = opt.init(ref_ws)
     for x, y in zip(xs, ys):
-        state, loss = point_step(state, jnp.asarray(x), jnp.asarray(y), 0.05, 0.0, net)
+        state, loss = point_step(state, jnp.asarray(x.T), jnp.asarray(y.T), 0.05, 0.0, net)  # columns
 
         def half_mse(ws):
             return 0.5 * jnp.sum((ref_forward(ws, x, "relu", "mupc")[1] - y) ** 2) / x.shape[0]
@@ -206,7 +206,7 @@ def test_program_size_does_not_grow_with_depth():
     def n_equations(depth):
         net = CellConfig(width=8, depth=depth).net(4)
         state = init_state(init_weights(jax.random.PRNGKey(0), "mupc", 4, 8, depth, 2))
-        jaxpr = jax.make_jaxpr(lambda s: point_step(s, jnp.ones((3, 4)), jnp.ones((3, 2)), 0.1, 0.1, net))(state)
+        jaxpr = jax.make_jaxpr(lambda s: point_step(s, jnp.ones((4, 3)), jnp.ones((2, 3)), 0.1, 0.1, net))(state)
         return len(jaxpr.eqns)
 
     assert n_equations(4) == n_equations(128)
