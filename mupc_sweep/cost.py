@@ -4,15 +4,17 @@ FLOPs count only the matrix products the algorithm needs (2·m·n·k each). Per 
 M_in = 2DN, M_h = 2(H−1)N², M_out = 2NC:
 
 - PC, T inference steps: feedforward (M_in + M_h + M_out); the first inference step at the
-  feedforward activities, where all hidden errors vanish (M_out); T − 1 further steps, each the
-  errors and their back-projection (2M_h + 2M_out); the errors at the final activities
-  (M_h + M_out); the weight gradients (M_in + M_h + M_out). Hidden-layer total: (2T + 1)·M_h.
+  feedforward activities, where all hidden errors vanish (M_out); steps 2..T, each the errors
+  and their back-projection on its window of the top k layers (2·2(k−1)N² + 2M_out, see
+  `pcn.inference_windows`); the errors at the final activities (M_h + M_out); the weight
+  gradients (M_in + M_h + M_out). With every step on all layers the hidden-layer total would be
+  (2T + 1)·M_h; the windows bring it to about (1.4 T + 1)·M_h at T = H = 32.
 - BP: forward, backward to the activities, weight gradients: 2M_in + 3M_h + 3M_out.
 """
 
 from __future__ import annotations
 
-from .pcn import Algorithm
+from .pcn import Algorithm, inference_windows
 
 
 def _layer_flops(d_in: int, width: int, depth: int, d_out: int) -> tuple[int, int, int]:
@@ -26,8 +28,10 @@ def step_flops(
     m_in, m_h, m_out = _layer_flops(d_in, width, depth, d_out)
     if algorithm == "bp":
         return batch_size * (2 * m_in + 3 * m_h + 3 * m_out)
-    t = inference_steps
-    inference = (m_out if t >= 1 else 0) + max(t - 1, 0) * 2 * (m_h + m_out)
+    windows = inference_windows(depth, inference_steps)
+    inference = (m_out if inference_steps >= 1 else 0) + sum(
+        n * 2 * (2 * (k - 1) * width * width + m_out) for k, n in windows
+    )
     per_example = (m_in + m_h + m_out) + inference + (m_h + m_out) + (m_in + m_h + m_out)
     return batch_size * per_example
 

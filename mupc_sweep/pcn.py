@@ -171,6 +171,25 @@ def activity_grad(
     return (e - jnp.concatenate([back_hidden, back_out[None]], axis=0)) / e.shape[-1]
 
 
+def inference_windows(depth: int, steps: int) -> list[tuple[int, int]]:
+    """How inference steps 2..T run: a list of (k, n), n steps on the top k layers.
+
+    From the feedforward activities every hidden error is zero and step t changes only the top t
+    layers: step 1 moves z_H alone (`output_activity_grad`) and each step carries the errors one
+    layer down. So step t needs only a window of the top k ≥ t layers, whose input is still at its
+    feedforward value. Windows double (2, 4, 8, …, capped at H): about log₂ H loop bodies to
+    compile, and close to half the inference products of running every step on all layers.
+    """
+    windows: list[tuple[int, int]] = []
+    for t in range(2, steps + 1):
+        k = min(depth, 1 << (t - 1).bit_length())  # the smallest power of two ≥ t
+        if windows and windows[-1][0] == k:
+            windows[-1] = (k, windows[-1][1] + 1)
+        else:
+            windows.append((k, 1))
+    return windows
+
+
 def output_activity_grad(w: Weights, z: Array, e_out: Array, s: Scalings, activation: Activation) -> Array:
     """∇_z F at the feedforward activities, where every hidden error is zero: only z_H moves."""
     _, dphi = activation_fns(activation)

@@ -41,6 +41,7 @@ from .pcn import (
     errors,
     forward,
     half_mse,
+    inference_windows,
     init_weights,
     output_activity_grad,
     predict,
@@ -85,21 +86,38 @@ def init_state(weights: Weights) -> PointState:
 
 
 def pc_loss_and_grads(w: Weights, x: Array, y: Array, beta: Array, net: Net) -> tuple[Array, Weights]:
-    """train_loss of the feedforward pass and ∇_W F after T inference steps of size β; x (D, B), y (C, B)."""
+    """train_loss of the feedforward pass and ∇_W F after T inference steps of size β; x (D, B), y (C, B).
+
+    Step 1 moves only z_H; steps 2..T run on the windows of `inference_windows`.
+    """
     s, act = net.scalings, net.activation
-    z, y_hat = forward(w, x, s, act)  # z: (H, N, B)
-    drive = z[0]  # a_1 W_1 x, constant while x is clamped
+    z_ff, y_hat = forward(w, x, s, act)  # (H, N, B); z_ff[0] = a_1 W_1 x, constant while x is clamped
+    z = z_ff
     if net.inference_steps >= 1:
         z = z - beta * output_activity_grad(w, z, y - y_hat, s, act)
-        w_hidden_t = jnp.swapaxes(w.w_hidden, 1, 2)  # once per step, for the back-projections
-
-        def infer(z, _):
-            e, e_out = errors(w, z, drive, y, s, act)
-            return z - beta * activity_grad(w, w_hidden_t, z, e, e_out, s, act), None
-
-        z, _ = jax.lax.scan(infer, z, length=net.inference_steps - 1)
-    e, e_out = errors(w, z, drive, y, s, act)
+    w_hidden_t = jnp.swapaxes(w.w_hidden, 1, 2)  # once per step, for the back-projections
+    depth = z.shape[0]
+    for k, n in inference_windows(depth, net.inference_steps):
+        low = depth - k
+        top = Weights(w.w_in, w.w_hidden[low:], w.w_out)
+        z_top = _infer(top, w_hidden_t[low:], z[low:], z_ff[low], y, beta, n, net)
+        z = jnp.concatenate([z[:low], z_top], axis=0)
+    e, e_out = errors(w, z, z_ff[0], y, s, act)
     return half_mse(y_hat, y), weight_grads(z, x, e, e_out, s, act)
+
+
+def _infer(
+    top: Weights, top_hidden_t: Array, z_top: Array, drive: Array, y: Array, beta: Array, n: int, net: Net
+) -> Array:
+    """n inference steps on the top layers alone: a network whose first layer's input is frozen, so
+    its error is z − `drive`, that layer's feedforward value."""
+    s, act = net.scalings, net.activation
+
+    def step(z, _):
+        e, e_out = errors(top, z, drive, y, s, act)
+        return z - beta * activity_grad(top, top_hidden_t, z, e, e_out, s, act), None
+
+    return jax.lax.scan(step, z_top, length=n)[0]
 
 
 def bp_loss_and_grads(w: Weights, x: Array, y: Array, net: Net) -> tuple[Array, Weights]:

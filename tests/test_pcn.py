@@ -123,6 +123,33 @@ def test_weight_gradients_are_autodiff_of_the_energy(x64, activation, param):
     np.testing.assert_allclose(got.w_out, want[-1], rtol=1e-10, atol=1e-12)
 
 
+def test_inference_windows_double_up_to_the_depth():
+    assert pcn.inference_windows(8, 8) == [(2, 1), (4, 2), (8, 4)]
+    assert pcn.inference_windows(6, 9) == [(2, 1), (4, 2), (6, 5)]
+    assert pcn.inference_windows(8, 3) == [(2, 1), (4, 1)]
+    assert pcn.inference_windows(1, 3) == [(1, 2)]
+    assert pcn.inference_windows(8, 1) == pcn.inference_windows(8, 0) == []
+
+
+@pytest.mark.parametrize("activation", pcn.ACTIVATIONS)
+def test_inference_from_the_feedforward_pass_moves_one_more_layer_per_step(x64, activation):
+    """The premise of the windows: on the reference energy, step t leaves all but the top t layers
+    still, up to float64 rounding (the feedforward errors are (z + p) − z − p, not exactly 0)."""
+    depth = 6
+    ws = random_net(7, D, N, depth, C)
+    xs, ys = random_batches(7, 1, B, D, C)
+    x, y = xs[0], ys[0]
+    zs, _ = ref_forward(ws, x, activation, "mupc")
+    start = np.stack(zs)
+    for t in range(1, depth + 1):
+        grads = jax.grad(lambda zs: ref_energy(ws, zs, x, y, activation, "mupc"))(zs)
+        zs = [z - 0.5 * g for z, g in zip(zs, grads)]
+        moved = [float(np.max(np.abs(z - z0))) for z, z0 in zip(zs, start)]
+        scale = float(np.max(np.abs(start)))
+        assert max(moved[: depth - t], default=0.0) < 1e-13 * scale, moved
+        assert min(moved[depth - t :]) > 1e-10 * scale, moved
+
+
 @pytest.mark.parametrize("name,value,call", [
     ("activation", "sigmoid", lambda: pcn.activation_fns("sigmoid")),
     ("param", "ntk", lambda: pcn.scalings("ntk", 4, 4, 2)),
