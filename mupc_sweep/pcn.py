@@ -4,7 +4,8 @@ Notation: input dimension D, output dimension C, width N, H hidden layers (the *
 Examples are columns, as in the equations: x is (D, B), y and ŷ are (C, B). Activities are
 stacked on a layer axis, ``z: (H, N, B)`` with ``z[0]`` = z_1, and the hidden weights W_2..W_H on
 a matching axis, ``w_hidden: (H-1, N, N)``, so that every layer's error and gradient is one
-batched product: PC inference is layer-parallel and compile time does not grow with depth.
+batched product: PC inference is layer-parallel, and compile time grows only with the number of
+inference windows (log₂ H, see `inference_windows`), not with depth.
 
 $$
 F = \frac{1}{B}\sum_i \Big[\tfrac12\|z_1 - a_1 W_1 x\|^2
