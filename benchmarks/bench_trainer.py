@@ -5,7 +5,9 @@
 
 GFLOP/s counts only the matrix products the algorithm needs (`mupc_sweep.cost.step_flops`) and is
 compared with this device's dense float32 matmul rate (4096², median of 5), measured right after
-each timed run, since a shared machine's speed drifts. A measurement is the whole cell program
+each timed run, since a shared machine's speed drifts. "W·z" is the rate of the cell's batched layer
+product alone, the same shapes as in a step, so a row's share of it says how much of the gap to
+the matmul rate is the product shape and how much the rest of the step. A measurement is the whole cell program
 (weight init, batch permutation, steps, final test evaluation) over at least 3 steps per point; a
 short one is warmed up once and timed 3 times, and the row gives the medians. Inputs are random
 MNIST-shaped data (784 → 10); the rates are chosen so that no point stops early.
@@ -33,6 +35,19 @@ def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
     f = jax.jit(lambda a: a @ a)
     f(a).block_until_ready()
     return 2 * n**3 / float(np.median([_timed(lambda: f(a).block_until_ready()) for _ in range(repeats)])) / 1e9
+
+
+def layer_product_gflops(width: int, depth: int, repeats: int = 7) -> float:
+    """Rate of the cell's main product alone, W_l φ(z_{l−1}) for every hidden layer at once
+    ((H−1) × N × N by (H−1) × N × B, batched as the trainer runs it), median of `repeats`: the
+    ceiling for a step made of such products."""
+    k_w, k_z = jax.random.split(jax.random.PRNGKey(0))
+    w = jax.random.normal(k_w, (depth - 1, width, width), jnp.float32)
+    z = jax.random.normal(k_z, (depth - 1, width, BATCH), jnp.float32)
+    f = jax.jit(lambda w, z: jnp.einsum("loi,lib->lob", w, z))
+    f(w, z).block_until_ready()
+    seconds = float(np.median([_timed(lambda: f(w, z).block_until_ready()) for _ in range(repeats)]))
+    return 2 * (depth - 1) * width * width * BATCH / seconds / 1e9
 
 
 def _timed(fn) -> float:
@@ -66,12 +81,13 @@ def bench_cell(width: int, depth: int, points: int, *, target_s: float, chunk: i
     compile_s = time.perf_counter() - start
     if repeats > 1:
         jax.block_until_ready(compiled(*args))  # warm-up
-    walls, peaks = [], []
+    walls, peaks, products = [], [], []
     for _ in range(repeats):
         start = time.perf_counter()
         out = jax.block_until_ready(compiled(*args))
         walls.append(time.perf_counter() - start)
         peaks.append(matmul_gflops())
+        products.append(layer_product_gflops(width, depth))
     wall = float(np.median(walls))
     steps_run = np.asarray(out[4])
     if not np.all(steps_run == steps):
@@ -80,6 +96,7 @@ def bench_cell(width: int, depth: int, points: int, *, target_s: float, chunk: i
     return dict(
         width=width, depth=depth, points=points, chunk=chunk, steps=steps, compile_s=compile_s,
         ms_per_point_step=1e3 * per_point_step, gflops=flops / per_point_step / 1e9, matmul=float(np.median(peaks)),
+        products=float(np.median(products)),
     )
 
 
@@ -93,17 +110,19 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"device: {describe_device()}   jax {jax.__version__}")
-    print("matmul: dense float32 4096² rate measured right after each timed run (a shared machine's speed drifts)\n")
+    print("matmul: dense float32 4096² rate measured right after each timed run (a shared machine's speed drifts)")
+    print("W·z: the cell's batched layer product alone, measured likewise (the ceiling for its step)\n")
     print(
         f"{'N':>5} {'H':>4} {'G':>3} {'chunk':>5} {'steps':>5} {'compile s':>9} {'ms/point-step':>13} "
-        f"{'GFLOP/s':>8} {'matmul':>7} {'% matmul':>8}"
+        f"{'GFLOP/s':>8} {'matmul':>7} {'% matmul':>8} {'W·z':>7} {'W·z %':>6}"
     )
     for width, depth, points in itertools.product(args.width, args.depth, args.points):
         r = bench_cell(width, depth, points, target_s=args.seconds, chunk=args.chunk)
         peak = r["matmul"]
         print(
             f"{r['width']:>5} {r['depth']:>4} {r['points']:>3} {r['chunk']:>5} {r['steps']:>5} {r['compile_s']:>9.1f} "
-            f"{r['ms_per_point_step']:>13.2f} {r['gflops']:>8.1f} {peak:>7.1f} {100 * r['gflops'] / peak:>7.0f}%",
+            f"{r['ms_per_point_step']:>13.2f} {r['gflops']:>8.1f} {peak:>7.1f} {100 * r['gflops'] / peak:>7.0f}% "
+            f"{r['products']:>7.1f} {100 * r['products'] / peak:>5.0f}%",
             flush=True,
         )
 
