@@ -164,7 +164,8 @@ def activity_grad(
     ∂F/∂z_l = (1/B)[e_l − e_{l+1} − a_h φ'(z_l) ⊙ W_{l+1}ᵀ e_{l+1}]  for l < H,
     ∂F/∂z_H = (1/B)[e_H − a_L φ'(z_H) ⊙ W_Lᵀ e_out].
     `w_hidden_t` is W_2ᵀ..W_Hᵀ, `jnp.swapaxes(w.w_hidden, 1, 2)`: with it every product has its
-    weight matrix on the left untransposed, the fast form on a CPU; callers form it once per step.
+    weight matrix on the left untransposed, the fast form on a CPU; callers form it outside their
+    inference loop (once per window, see `train._infer`).
     """
     _, dphi = activation_fns(activation)
     back_hidden = e[1:] + s.a_hidden * dphi(z[:-1]) * jnp.einsum("lio,lob->lib", w_hidden_t, e[1:])
