@@ -1,8 +1,10 @@
 """Transfer analysis: records table (SPEC §7) -> loss surfaces, optima, and rate recommendations.
 
-Pure functions of pandas DataFrames. A *family* is every cell that shares dataset, activation,
-parameterisation, algorithm and the size that is not swept (width for a depth sweep, depth for a
-width sweep); along the swept *axis* it has one (η, β) surface per size.
+Pure functions of pandas DataFrames. A *family* is every cell of one sweep that shares dataset,
+activation, parameterisation, algorithm, epochs, batch size and the size that is not swept (width
+for a depth sweep, depth for a width sweep); along the swept *axis* it has one (η, β) surface per
+size. Where a sweep has cells of one size with different inference steps T, T splits the family
+too, as "H" (T = H) or the number.
 
 A surface point is *valid* when every seed of it finished with status ``ok``; optima are taken
 over valid points only, so a diverged point can never be chosen however low its loss got first.
@@ -23,6 +25,7 @@ REQUIRED_COLUMNS = (
     "min_train_loss", "status",
 )
 BASIN_TOLERANCE = 0.10  # a point is in the basin when its loss is within 10 % of the best
+DRIFT_DECADES = 0.3  # an optimum moving more than this (a 2× grid step) across the swept sizes drifts
 REGRET_OK = 1.10  # transfer holds when the target's loss at the recommendation is within 10 % of its best
 
 
@@ -30,9 +33,26 @@ def other_axis(axis: Axis) -> str:
     return "width" if axis == "depth" else "depth"
 
 
-def family_keys(axis: Axis) -> list[str]:
-    """Columns that identify a family for a sweep along `axis`."""
-    return ["dataset", "activation", "param", "algorithm", other_axis(axis)]
+SETTINGS = ("sweep", "epochs", "batch_size")  # record columns that separate families where present
+
+
+def family_keys(axis: Axis, columns) -> list[str]:
+    """Columns of a table with `columns` that identify a family for a sweep along `axis`."""
+    return ["dataset", "activation", "param", "algorithm", other_axis(axis), *(c for c in SETTINGS if c in columns)]
+
+
+def families(surf: pd.DataFrame, axis: Axis) -> list[tuple[dict, pd.DataFrame]]:
+    """The families of a `surfaces` table along `axis`: (the values that identify it, its rows)."""
+    keys = family_keys(axis, surf.columns)
+    out = []
+    for key, rows in surf.groupby(keys):
+        family = dict(zip(keys, (k.item() if hasattr(k, "item") else k for k in key)))
+        if "inference_steps" in rows and rows.groupby(axis)["inference_steps"].nunique().max() > 1:
+            rule = np.where(rows["inference_steps"] == rows["depth"], "H", rows["inference_steps"].astype(str))
+            out += [({**family, "inference_steps": t}, part) for t, part in rows.groupby(rule)]
+        else:
+            out.append((family, rows))
+    return out
 
 
 def check_records(records: pd.DataFrame) -> None:
@@ -45,11 +65,13 @@ def check_records(records: pd.DataFrame) -> None:
 
 
 def surfaces(records: pd.DataFrame) -> pd.DataFrame:
-    """Seed-mean surfaces: one row per (family, width, depth, η, β) with the mean, std and count of
-    `min_train_loss` over seeds, the number of seeds with status ok, and `valid` (all seeds ok)."""
+    """Seed-mean surfaces: one row per (cell, η, β) with the mean, std and count of `min_train_loss`
+    over seeds, the number of seeds with status ok, and `valid` (all seeds ok). A cell is its sweep,
+    settings and shape, as far as the table has those columns."""
     check_records(records)
     df = records.assign(beta=records["beta"].astype("float64").fillna(0.0), ok=records["status"].eq("ok"))
-    keys = ["dataset", "activation", "param", "algorithm", "width", "depth", "eta", "beta"]
+    cell = [c for c in (*SETTINGS, "inference_steps") if c in df.columns]
+    keys = ["dataset", "activation", "param", "algorithm", *cell, "width", "depth", "eta", "beta"]
     out = df.groupby(keys, as_index=False).agg(
         loss_mean=("min_train_loss", "mean"),
         loss_std=("min_train_loss", "std"),
@@ -151,10 +173,11 @@ class TransferReport:
     recommended_beta: float | None
     basis: str  # "source grid optimum" or "extrapolated drift"
     source_optimum: dict
+    source_surface: list[dict]  # the seed-mean surface at the source: eta, beta, loss_mean, loss_std, n_seeds, valid
     optima: list[dict]  # the optimum at every swept size of the family
     drift: dict | None  # slope of log10 η* and log10 β* per doubling of size, when ≥ 3 sizes
     target_swept: bool
-    regret: float | None  # target's seed-mean loss at the recommended grid point over its best
+    regret: float | None  # target's seed-mean loss at the recommended grid point over its best; None if it failed
     optima_coincide: bool | None
     transfer_holds: bool | None
     warnings: list[str] = field(default_factory=list)
@@ -168,10 +191,12 @@ def transfer(
     records: pd.DataFrame, *, source: int, target: int, axis: Axis = "depth"
 ) -> list[TransferReport]:
     """One report per family holding `source` along `axis`: the recommended (η, β) for `target`.
+    Families swept along `axis` are reported alone when there are any: a width sweep's one-depth
+    families say nothing about depth.
 
     The recommendation is the source's grid optimum (a tested point; the refined estimate between
     grid points is reported beside it, as evidence); if three or more sizes were swept and the
-    optimum drifts by more than half a grid step over the swept range, the drift is extrapolated
+    optimum drifts by more than `DRIFT_DECADES` over the swept range, the drift is extrapolated
     (linear in log size) to the target instead. Where the target was swept,
     the regret is its loss at the grid point nearest the recommendation over its best loss.
     """
@@ -180,16 +205,12 @@ def transfer(
     if source == target:
         raise ValueError(f"--from and --to are both {source}; give the size to transfer to.")
     surf = surfaces(records)
-    holding = surf[surf[axis] == source]
-    if holding.empty:
+    if not (surf[axis] == source).any():
         swept = sorted(surf[axis].unique().tolist())
         raise ValueError(f"no sweep holds {axis} {source}; swept {axis}s: {', '.join(map(str, swept))}.")
-    reports = []
-    for key, _ in holding.groupby(family_keys(axis)):
-        family = dict(zip(family_keys(axis), (k.item() if hasattr(k, "item") else k for k in key)))
-        rows = surf.loc[(surf[list(family)] == pd.Series(family)).all(axis=1)]
-        reports.append(_family_report(rows, family, axis, source, target))
-    return reports
+    holding = [(family, rows) for family, rows in families(surf, axis) if (rows[axis] == source).any()]
+    swept = [(family, rows) for family, rows in holding if rows[axis].nunique() > 1]
+    return [_family_report(rows, family, axis, source, target) for family, rows in swept or holding]
 
 
 def _family_report(rows: pd.DataFrame, family: dict, axis: Axis, source: int, target: int) -> TransferReport:
@@ -229,10 +250,15 @@ def _family_report(rows: pd.DataFrame, family: dict, axis: Axis, source: int, ta
         tgt_rows = rows[rows[axis] == target]
         nearest = _nearest(tgt_rows, eta, beta)
         tgt = optima[target]
-        regret = float(nearest.loss_mean / tgt.loss) if nearest.valid else float("inf")
+        regret = float(nearest.loss_mean / tgt.loss) if nearest.valid else None
         coincide = bool(np.isclose(tgt.eta, src.eta) and np.isclose(tgt.beta, src.beta))
-        holds = bool(regret <= REGRET_OK)
-        if not holds:
+        holds = regret is not None and regret <= REGRET_OK
+        if regret is None:
+            warnings.append(
+                f"transfer does not hold at {axis} {target}: the grid point nearest the recommendation "
+                f"(η={nearest.eta:g}, β={nearest.beta:g}) diverged or stopped there"
+            )
+        elif not holds:
             warnings.append(
                 f"transfer does not hold at {axis} {target}: the recommended point's loss is "
                 f"{regret:.2f}x the best there (at η={tgt.eta:g}, β={tgt.beta:g})"
@@ -240,7 +266,7 @@ def _family_report(rows: pd.DataFrame, family: dict, axis: Axis, source: int, ta
     return TransferReport(
         family=family, axis=axis, source=source, target=target,
         recommended_eta=eta, recommended_beta=beta if uses_beta else None, basis=basis,
-        source_optimum=asdict(src), optima=[asdict(o) for o in optima.values()], drift=drift,
+        source_optimum=asdict(src), source_surface=_surface_points(rows[rows[axis] == source]), optima=[asdict(o) for o in optima.values()], drift=drift,
         target_swept=target_swept, regret=regret, optima_coincide=coincide, transfer_holds=holds,
         warnings=warnings, incomplete=incomplete,
     )
@@ -248,7 +274,7 @@ def _family_report(rows: pd.DataFrame, family: dict, axis: Axis, source: int, ta
 
 def _drift(optima: dict[int, Optimum], uses_beta: bool) -> dict | None:
     """Linear fits of log10 η* and log10 β* on log2 size; `drifts` when either moves by more than
-    half a grid step (≈ 0.15 decades, half of a 2× step) across the swept range."""
+    0.3 decades (a 2× grid step) across the swept range."""
     if len(optima) < 3:
         return None
     sizes = np.log2(np.array(sorted(optima)))
@@ -257,11 +283,19 @@ def _drift(optima: dict[int, Optimum], uses_beta: bool) -> dict | None:
     eta_slope, eta_icpt = np.polyfit(sizes, log_eta, 1)
     beta_slope, beta_icpt = np.polyfit(sizes, log_beta, 1)
     span = sizes.max() - sizes.min()
-    drifts = bool(max(abs(eta_slope), abs(beta_slope)) * span > 0.15 * 2)
+    drifts = bool(max(abs(eta_slope), abs(beta_slope)) * span > DRIFT_DECADES)
     return dict(
         log_eta_slope=float(eta_slope), log_eta_intercept=float(eta_icpt),
         log_beta_slope=float(beta_slope), log_beta_intercept=float(beta_icpt), drifts=drifts,
     )
+
+
+def _surface_points(surface: pd.DataFrame) -> list[dict]:
+    columns = ["eta", "beta", "loss_mean", "loss_std", "n_seeds", "valid"]
+    return [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in surface.sort_values(["eta", "beta"])[columns].to_dict("records")
+    ]
 
 
 def _nearest(surface: pd.DataFrame, eta: float, beta: float) -> pd.Series:

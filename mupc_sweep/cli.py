@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 import time
 from pathlib import Path
@@ -79,7 +80,9 @@ def train(
     """
     from .data import DatasetError, load_dataset
     from .records import cell_records
-    from .train import CellConfig, check_grid, check_steps, train_cell
+    import numpy as np
+
+    from .train import CellConfig, check_chunk, check_grid, check_seeds, check_steps, train_cell
 
     try:
         cfg = CellConfig(
@@ -87,7 +90,12 @@ def train(
             inference_steps=inference_steps, batch_size=batch_size, epochs=epochs, eval_every=eval_every,
         )
         betas = beta if algorithm == "pc" else [float("nan")]
+        for option, values in (("--seed", seed), ("--eta", eta), ("--beta", beta)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{option} repeats a value ({', '.join(map(str, values))}); give each once.")
         check_grid(cfg, eta, betas)
+        check_seeds(np.asarray(seed))
+        check_chunk(chunk)
         seeds, etas, betas = zip(*itertools.product(seed, eta, betas))
         data = load_dataset(dataset, data_dir)
         check_steps(cfg, len(data.x_train))
@@ -148,15 +156,19 @@ def run(
     Example: mupc-sweep run sweeps/quick.yaml
     """
     from .data import DatasetError, load_dataset
-    from .runner import check_resumable, pending, plan, prepare
+    from .runner import N_TRAIN, check_resumable, pending, plan, prepare
     from .spec import load_spec, with_resources
     from .sweep import ClusterError, check_fits, connect, disconnect, resolve_address, run_trials
     from .train import check_steps
 
     try:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a results directory.")
         spec = with_resources(load_spec(spec_file), cpu=cpus_per_cell, gpu=gpus_per_cell)
         check_resumable(spec, out, restart=restart)
         table = plan(spec)
+        for cell in spec.cells():
+            check_steps(cell.config, N_TRAIN)
         if dry_run:
             typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
             typer.echo(f"\n{len(table)} cells, {table.points.sum()} points, {table.tflops.sum():.3g} TFLOP "
@@ -181,7 +193,10 @@ def run(
         disconnect()
         raise fail(str(error)) from None
     try:
-        prepare(spec, out, restart=restart)
+        try:
+            prepare(spec, out, restart=restart)
+        except OSError as error:
+            raise fail(f"cannot write the results under {out}: {error}.") from None
         typer.echo(f"{spec.name}: {len(table)} cells, {len(table) - len(todo)} done, {len(todo)} to train "
                    f"-> {out / spec.name}\n{cluster}; {spec.cpu:g} CPU, {spec.gpu:g} GPU per cell", err=True)
         if warning:
@@ -252,7 +267,7 @@ def status(results: Annotated[Path, typer.Argument(help="results directory")] = 
     import pandas as pd
 
     from .runner import kept_spec, pending
-    from .store import read_failure, records_dir
+    from .store import holds_rows, read_failure, records_dir
 
     folders = sorted(p for p in Path(results).glob("*/spec.yaml")) if Path(results).is_dir() else []
     if not folders:
@@ -268,8 +283,13 @@ def status(results: Annotated[Path, typer.Argument(help="results directory")] = 
         typer.echo(f"{name} (spec {spec_hash}): {len(cells) - len(todo)}/{len(cells)} cells done, {len(todo)} pending")
         for cell in cells:
             file = records_dir(results, name) / f"{cell.cell_id}.parquet"
-            if file.is_file():
-                line = _best_text(pd.read_parquet(file))
+            if holds_rows(file):
+                try:
+                    line = _best_text(pd.read_parquet(file))
+                except ValueError as error:
+                    line = f"records file not as expected: {error}"
+            elif file.exists():
+                line = "records file unreadable or empty (a rerun retrains it)"
             elif error := read_failure(results, name, cell.cell_id):
                 line = f"failed: {error} (a rerun retries it)"
             else:
@@ -288,7 +308,7 @@ def plot(
 
     Example: mupc-sweep plot results --sweep paper-depth
     """
-    from .analysis import AXES, family_keys, surfaces
+    from .analysis import AXES, families, surfaces
     from .plots import accuracy_figure, contour_figure, transfer_figure
     from .store import ResultsError, read_curves, read_records, sweeps
 
@@ -302,8 +322,11 @@ def plot(
         for name in names:
             surf, curves = surfaces(read_records(results, name)), read_curves(results, name)
             along = axis or max(AXES, key=lambda a: surf[a].nunique())
-            for key, family in surf.groupby(family_keys(along)):
-                stem = "_".join(str(k) for k in key[:4]) + f"_{'N' if along == 'depth' else 'H'}{key[4]}_by_{along}"
+            fixed = "width" if along == "depth" else "depth"
+            for key, family in families(surf, along):
+                steps = f"_T{key['inference_steps']}" if "inference_steps" in key else ""
+                stem = (f"{key['dataset']}_{key['activation']}_{key['param']}_{key['algorithm']}"
+                        f"_{'N' if along == 'depth' else 'H'}{key[fixed]}{steps}_by_{along}")
                 plots = Path(results) / name / "plots"
                 if (family["beta"] > 0).any():
                     figures[plots / f"contours_{stem}.png"] = contour_figure(family, along)
@@ -326,6 +349,30 @@ def _save(figure, path: Path) -> None:
     figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(figure)
     tmp.replace(path)
+
+
+def _surface_table(points: list[dict], best: dict, *, uses_beta: bool) -> list[str]:
+    """The seed-mean min loss at the source as text: a row per η, a column per β; * the optimum,
+    ✕ a point where a seed diverged or stopped."""
+    etas = sorted({p["eta"] for p in points}, reverse=True)
+    betas = sorted({p["beta"] for p in points}, reverse=True) if uses_beta else [0.0]
+    at = {(p["eta"], p["beta"]): p for p in points}
+
+    def cell(eta: float, beta: float) -> str:
+        point = at.get((eta, beta))
+        if point is None:
+            return ""
+        if not point["valid"]:
+            return "✕"
+        mark = "*" if (eta, beta) == (best["eta"], best["beta"]) else ""
+        return f"{mark}{point['loss_mean']:.3g}"
+
+    header = "η \\ β" if uses_beta else "η"
+    rows = [[header, *(f"{b:g}" for b in betas)] if uses_beta else [header, "min loss"]]
+    rows += [[f"{eta:g}", *(cell(eta, beta) for beta in betas)] for eta in etas]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    title = "  seed-mean min train loss at the source (* optimum, ✕ a seed diverged or stopped):"
+    return [title, *("    " + "  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows)]
 
 
 @app.command()
@@ -356,20 +403,33 @@ def transfer(
     except (ValueError, ResultsError) as error:
         raise fail(str(error)) from None
     if as_json:
-        typer.echo(json.dumps({"axis": axis, "from": source, "to": target,
-                               "families": [r.to_dict() for r in reports]}, default=float))
+        report = {"axis": axis, "from": source, "to": target, "families": [r.to_dict() for r in reports]}
+        typer.echo(json.dumps(_finite_or_null(report), allow_nan=False))
         return
     for report in reports:
         typer.echo(_transfer_text(report))
+
+
+def _finite_or_null(value):
+    """`value` with every non-finite float (NaN, ±inf) replaced by None, so the JSON is strict."""
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def _transfer_text(r) -> str:
     f, src = r.family, r.source_optimum
     beta = f", β = {r.recommended_beta:.3g}" if r.recommended_beta is not None else ""
     grid_beta = f", β = {src['beta']:g}" if r.recommended_beta is not None else ""
+    fixed = "width" if r.axis == "depth" else "depth"
+    where = f"{f['sweep']}: " if "sweep" in f else ""
+    steps = f", T = {f['inference_steps']}" if "inference_steps" in f else ""
     lines = [
-        f"{f['dataset']} {f['activation']} {f['param']} {f['algorithm']}, "
-        f"{'width' if r.axis == 'depth' else 'depth'} {f['width' if r.axis == 'depth' else 'depth']}: "
+        f"{where}{f['dataset']} {f['activation']} {f['param']} {f['algorithm']}, {fixed} {f[fixed]}{steps}: "
         f"{r.axis} {r.source} -> {r.target}",
         f"  recommended   η = {r.recommended_eta:.3g}{beta}   ({r.basis})",
         f"  refined between grid points: η ≈ {src['refined_eta']:.3g}"
@@ -377,6 +437,7 @@ def _transfer_text(r) -> str:
         f"  at {r.axis} {r.source}: grid optimum η = {src['eta']:g}{grid_beta}, min loss {src['loss']:.4g} "
         f"± {src['loss_std']:.2g} over {src['n_seeds']} seed(s); {src['basin']} point(s) within 10 % of it "
         f"(η {src['basin_eta'][0]:g}–{src['basin_eta'][1]:g}, β {src['basin_beta'][0]:g}–{src['basin_beta'][1]:g})",
+        *_surface_table(r.source_surface, src, uses_beta=r.recommended_beta is not None),
         "  optimum by " + r.axis + ": " + ", ".join(f"{o['size']}: (η {o['eta']:g}, β {o['beta']:g})" for o in r.optima),
     ]
     if r.drift is not None:
@@ -384,7 +445,8 @@ def _transfer_text(r) -> str:
                      f"{r.drift['log_beta_slope']:+.2f} of β ({'drifts' if r.drift['drifts'] else 'stable'})")
     if r.target_swept:
         verdict = "transfer holds" if r.transfer_holds else "transfer does NOT hold"
-        lines.append(f"  at {r.axis} {r.target}: regret {r.regret:.3f} (loss at the recommendation / best), "
+        regret = f"regret {r.regret:.3f}" if r.regret is not None else "the recommended point failed there"
+        lines.append(f"  at {r.axis} {r.target}: {regret} (loss at the recommendation / best), "
                      f"optima {'coincide' if r.optima_coincide else 'differ'}: {verdict}")
     else:
         lines.append(f"  {r.axis} {r.target} was not swept: no regret to report")

@@ -22,6 +22,7 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -112,7 +113,7 @@ def _read(path: Path) -> bytes:
     if path.suffix == ".gz":
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError) as error:
+        except (OSError, EOFError, zlib.error) as error:
             raise DatasetError(f"{path} is not a valid gzip file ({error}).") from error
     return raw
 
@@ -194,7 +195,7 @@ def _fetch_mirrors(name: str) -> dict[str, bytes] | None:
                 with urllib.request.urlopen(f"{base}{file}.gz", timeout=60) as response:
                     raw[file] = _verified(name, file, gzip.decompress(response.read()), f"{base}{file}.gz")
             return raw
-        except (OSError, EOFError, http.client.HTTPException):
+        except (OSError, EOFError, zlib.error, http.client.HTTPException):
             continue
     return None
 

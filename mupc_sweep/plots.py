@@ -119,6 +119,8 @@ def accuracy_figure(family: pd.DataFrame, curves: pd.DataFrame, axis: Axis) -> F
             & (curves.param == row.param) & (curves.algorithm == row.algorithm) & (curves.dataset == row.dataset)
             & np.isclose(curves.eta, best.eta) & np.isclose(curves.beta, best.beta) & curves.test_acc.notna()
         ]
+        if "inference_steps" in curves:
+            mine = mine[mine.inference_steps == row.inference_steps]
         if mine.empty:
             continue
         by_step = mine.groupby("step")["test_acc"].agg(["mean", "std"]).fillna({"std": 0.0})
@@ -140,4 +142,10 @@ def _family_title(family: pd.DataFrame, axis: Axis) -> str:
     row = family.iloc[0]
     fixed = "N" if axis == "depth" else "H"
     value = row.width if axis == "depth" else row.depth
-    return f"{row.dataset}, {row.activation}, {row.param}, {row.algorithm}; {fixed} = {value}, varying {axis}"
+    steps = ""
+    if "inference_steps" in family and row.algorithm == "pc":
+        if (family.inference_steps == family.depth).all():
+            steps = ", T = H"
+        elif family.inference_steps.nunique() == 1:
+            steps = f", T = {row.inference_steps}"
+    return f"{row.dataset}, {row.activation}, {row.param}, {row.algorithm}; {fixed} = {value}{steps}, varying {axis}"

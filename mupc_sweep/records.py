@@ -77,9 +77,6 @@ def cell_records(result: CellResult, dataset: str) -> pd.DataFrame:
     )
 
 
-FAMILY_COLUMNS = ("dataset", "activation", "param", "algorithm", "width", "depth")
-
-
 def cell_curves(result: CellResult, dataset: str, every: int = 10) -> pd.DataFrame:
     """Long table of each point's curves: `train_loss` every `every` steps and `test_acc` at each
     evaluation; `step` counts the updates made before it (the final evaluation is at step S)."""
@@ -97,7 +94,7 @@ def cell_curves(result: CellResult, dataset: str, every: int = 10) -> pd.DataFra
     return pd.DataFrame(
         {
             "dataset": dataset, "activation": cfg.activation, "param": cfg.param, "algorithm": cfg.algorithm,
-            "width": cfg.width, "depth": cfg.depth,
+            "width": cfg.width, "depth": cfg.depth, "inference_steps": cfg.steps,
             "seed": np.repeat(result.seeds.astype(np.int64), n),
             "eta": np.repeat(result.etas.astype(np.float64), n),
             "beta": np.repeat(np.nan_to_num(result.betas.astype(np.float64)), n),

@@ -19,11 +19,12 @@ from .cost import eval_flops, step_flops
 from .data import Dataset
 from .records import cell_curves, cell_records
 from .spec import Cell, SpecError, SweepSpec, parse_spec
-from .store import curves_dir, failures_dir, records_dir
+from .store import curves_dir, failures_dir, holds_rows, records_dir
 from .train import train_cell
 
 N_CLASSES = 10
 D_IN = 784
+N_TRAIN = 60000  # training examples of MNIST and of Fashion-MNIST
 
 
 def spec_path(results: Path, name: str) -> Path:
@@ -35,18 +36,29 @@ def kept_spec(results: Path, name: str) -> tuple[SweepSpec, str] | None:
     path = spec_path(results, name)
     if not path.is_file():
         return None
-    kept = yaml.safe_load(path.read_text()) or {}
+    kept = _read_kept(path)
     return parse_spec(kept.get("spec"), default_name=name), kept.get("spec_hash", "")
+
+
+def _read_kept(path: Path) -> dict:
+    """The kept spec file's mapping; SpecError naming the file if it is not one."""
+    try:
+        kept = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise SpecError(f"{path} is unreadable ({type(error).__name__}); delete it, or pass --restart.") from None
+    if not isinstance(kept, dict):
+        raise SpecError(f"{path} does not hold a kept spec; delete it, or pass --restart.")
+    return kept
 
 
 def check_resumable(spec: SweepSpec, results: Path, *, restart: bool) -> None:
     """Refuse a spec that changed under the same name unless `restart`; writes nothing."""
     kept = spec_path(results, spec.name)
     if kept.is_file() and not restart:
-        previous = (yaml.safe_load(kept.read_text()) or {}).get("spec_hash")
+        previous = _read_kept(kept).get("spec_hash")
         if previous != spec.spec_hash():
             raise SpecError(
-                f"results/{spec.name} was run with a different spec (hash {previous}, now {spec.spec_hash()}); "
+                f"{kept.parent} was run with a different spec (hash {previous}, now {spec.spec_hash()}); "
                 "rename the sweep, or pass --restart to delete its records and start over."
             )
 
@@ -69,12 +81,12 @@ def prepare(spec: SweepSpec, results: Path, *, restart: bool) -> None:
 
 
 def pending(spec: SweepSpec, results: Path) -> list[Cell]:
-    """Cells without a records file."""
+    """Cells without a readable, non-empty records file (a damaged one is trained again and replaced)."""
     done = records_dir(results, spec.name)
-    return [cell for cell in spec.cells() if not (done / f"{cell.cell_id}.parquet").is_file()]
+    return [cell for cell in spec.cells() if not holds_rows(done / f"{cell.cell_id}.parquet")]
 
 
-def plan(spec: SweepSpec, n_train: int = 60000, n_test: int = 10000) -> pd.DataFrame:
+def plan(spec: SweepSpec, n_train: int = N_TRAIN, n_test: int = 10000) -> pd.DataFrame:
     """One row per cell: points, steps, and the matrix-product FLOPs of training and evaluation."""
     rows = []
     for cell in spec.cells():

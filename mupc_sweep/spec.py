@@ -7,7 +7,7 @@
       param: mupc                # mupc | sp
       algorithm: pc              # pc | bp
       width: 64
-      depth: [2, 4, 8]           # H ≥ 2
+      depth: [2, 4, 8]           # H ≥ 1
       inference_steps: null      # T; null means T = depth
     training:
       batch_size: 64
@@ -142,6 +142,8 @@ def parse_spec(raw: Any, *, default_name: str = "sweep") -> SweepSpec:
         for i, value in enumerate(values):
             where = f"network.{key}[{i}]" if isinstance(network_raw.get(key), list) else f"network.{key}"
             _check_network_value(key, value, where)
+        if len(set(values)) != len(values):
+            raise SpecError(f"network.{key}: must not repeat values; got {values}.")
         network[key] = values
 
     training_raw = _section(raw, "training", required=False)
@@ -156,6 +158,8 @@ def parse_spec(raw: Any, *, default_name: str = "sweep") -> SweepSpec:
     seeds = _as_list(training["seeds"], "training.seeds")
     for i, seed in enumerate(seeds):
         _integer(seed, f"training.seeds[{i}]", minimum=0)
+        if seed >= 2**32:
+            raise SpecError(f"training.seeds[{i}]: must be below 2**32; got {seed}.")
     if len(set(seeds)) != len(seeds):
         raise SpecError(f"training.seeds: must not repeat; got {seeds}.")
 
@@ -234,7 +238,7 @@ def _check_network_value(key: str, value: Any, where: str) -> None:
     elif key == "width":
         _integer(value, where, minimum=1)
     elif key == "depth":
-        _integer(value, where, minimum=2)
+        _integer(value, where, minimum=1)
     elif value is not None:
         _integer(value, where, minimum=0)
 

@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 class ResultsError(Exception):
@@ -64,9 +66,20 @@ def read_failure(results: Path, sweep: str, cell_id: str) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
+def holds_rows(path: Path) -> bool:
+    """Whether `path` is a readable Parquet file with at least one row (its footer alone is read)."""
+    try:
+        return pq.read_metadata(path).num_rows > 0
+    except (OSError, pa.ArrowException):
+        return False
+
+
 def _write(target: Path, table: pd.DataFrame) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's owner-only 0600
     try:
         with os.fdopen(fd, "wb") as out:
             table.to_parquet(out, index=False)
@@ -99,10 +112,18 @@ def read_records(results: Path, sweep: str | None = None) -> pd.DataFrame:
     if not names:
         raise ResultsError(f"no records under {results}: run a sweep first (results/<sweep>/records/*.parquet).")
     files = [f for name in names for f in sorted(records_dir(results, name).glob("*.parquet"))]
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return pd.concat([_read(f) for f in files], ignore_index=True)
+
+
+def _read(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (OSError, pa.ArrowException) as error:
+        raise ResultsError(f"{path} is not a readable records file ({error}); delete it and run the sweep again "
+                           "to retrain that cell.") from None
 
 
 def read_curves(results: Path, sweep: str) -> pd.DataFrame | None:
     """Every curve of one sweep, or None if it kept none."""
     files = sorted(curves_dir(results, sweep).glob("*.parquet"))
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else None
+    return pd.concat([_read(f) for f in files], ignore_index=True) if files else None

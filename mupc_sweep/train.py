@@ -255,6 +255,18 @@ def check_grid(cfg: CellConfig, etas, betas) -> None:
     _check_rates("betas", np.asarray(betas, np.float64), allow_nan=cfg.algorithm == "bp")
 
 
+def check_seeds(seeds: np.ndarray) -> None:
+    """Seeds are integers in [0, 2³²), the range of a PRNG key: larger ones would wrap onto others."""
+    if seeds.dtype.kind not in "iu" or (seeds.size and (seeds.min() < 0 or seeds.max() >= 2**32)):
+        raise ValueError(f"seeds must be integers from 0 to 2**32 - 1; got {seeds.tolist()}.")
+
+
+def check_chunk(chunk: int | None) -> None:
+    """A chunk of vmapped points, if given, holds at least one point."""
+    if chunk is not None:
+        _check_int("chunk", chunk, minimum=1)
+
+
 def check_steps(cfg: CellConfig, n_train: int) -> None:
     """The cell must train for at least one step on `n_train` examples."""
     if cfg.n_steps(n_train) < 1:
@@ -402,6 +414,8 @@ def train_cell(
     if not (seeds.shape == etas.shape == betas.shape) or seeds.ndim != 1:
         raise ValueError(f"seeds, etas and betas must be 1-D and of one length; got {seeds.shape}, {etas.shape}, {betas.shape}.")
     check_grid(cfg, etas, betas)
+    check_seeds(seeds)
+    check_chunk(chunk)
     n_train, d_in = x_train.shape
     check_steps(cfg, n_train)
     chunk = chunk or default_chunk(cfg, d_in, n_classes, n_train, len(seeds))
@@ -428,6 +442,8 @@ def train_cell(
         finally:
             _progress_sink = None
     losses, eval_acc, acc_final, status, steps_run = out
+    # the device's float32 percentages, back to exact multiples of 100 / n_test (77.099998 -> 77.1)
+    eval_acc, acc_final = (np.round(np.float64(a) * len(x_test) / 100) * 100 / len(x_test) for a in (eval_acc, acc_final))
     return CellResult(
         cfg=cfg, seeds=seeds, etas=etas, betas=betas, losses=losses,
         eval_steps=np.arange(1, n_steps // cfg.eval_every + 1) * cfg.eval_every,

@@ -115,6 +115,28 @@ def test_bad_inputs_are_value_errors():
         analysis.transfer(records, source=8, target=16, axis="height")
 
 
+def test_sweeps_sharing_a_cell_stay_apart_and_one_depth_families_are_left_out():
+    depth = synthetic([8, 16, 32], lambda s: 0.1, lambda s: 1.0).assign(sweep="paper-depth")
+    width = synthetic([64, 512], lambda s: 0.05, lambda s: 0.5, axis="width").assign(sweep="paper-width")
+    assert ((width.width == 512) & (width.depth == 8)).any()  # the cell both sweeps ran
+    reports = analysis.transfer(pd.concat([depth, width]), source=8, target=32)
+    assert [(r.family["sweep"], r.family["width"]) for r in reports] == [("paper-depth", 512)]
+    assert reports[0].source_optimum["n_seeds"] == 3 and reports[0].transfer_holds
+    (by_width,) = analysis.transfer(pd.concat([depth, width]), source=64, target=512, axis="width")
+    assert by_width.family["sweep"] == "paper-width" and by_width.recommended_eta == pytest.approx(0.05)
+
+
+def test_inference_steps_split_a_family_only_where_a_size_has_several():
+    full = synthetic([8, 16], lambda s: 0.1, lambda s: 1.0).assign(inference_steps=lambda r: r.depth)
+    one = synthetic([8, 16], lambda s: 0.05, lambda s: 10.0).assign(inference_steps=1)
+    reports = analysis.transfer(pd.concat([full, one]), source=8, target=16)
+    assert sorted((r.family["inference_steps"], r.recommended_eta, r.recommended_beta) for r in reports) == [
+        ("1", 0.05, 10.0), ("H", 0.1, 1.0)]
+    fixed = synthetic([8, 16], lambda s: 0.1, lambda s: 1.0).assign(inference_steps=8)  # T = 8 at every depth
+    (report,) = analysis.transfer(fixed, source=8, target=16)
+    assert "inference_steps" not in report.family and report.transfer_holds
+
+
 def test_contour_figure_panels_shared_scale_and_markers():
     records = synthetic([8, 16, 32], lambda s: 0.1, lambda s: 1.0)
     records.loc[(records.depth == 16) & (records.eta == 0.5) & (records.beta == 10.0), "status"] = "no_learning"
@@ -157,6 +179,26 @@ def test_cli_transfer_json_and_text(tmp_path):
     assert family["recommended_eta"] == pytest.approx(0.1) and family["transfer_holds"] is True
     text = runner.invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path)])
     assert "recommended   η = 0.1, β = 1" in text.stdout and "transfer holds" in text.stdout
+
+
+def test_cli_transfer_shows_the_source_surface_and_strict_json_when_the_recommendation_failed(tmp_path):
+    records = synthetic([8, 32], lambda s: 0.1, lambda s: 1.0)
+    records.loc[(records.depth == 32) & (records.eta == 0.1) & (records.beta == 1.0), "status"] = "diverged"
+    records.loc[(records.depth == 8) & (records.eta == 0.5) & (records.beta == 10.0), "status"] = "no_learning"
+    write_sweep(tmp_path, records)
+    runner = CliRunner()
+    result = runner.invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    (family,) = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))["families"]
+    assert family["regret"] is None and family["transfer_holds"] is False
+    assert len(family["source_surface"]) == len(ETAS) * len(BETAS)
+    text = runner.invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path)]).stdout
+    assert "the recommended point failed there" in text and "transfer does NOT hold" in text
+    table = text.split("seed-mean min train loss at the source")[1].splitlines()[1:2 + len(ETAS)]
+    assert table[0].split()[3:] == [f"{b:g}" for b in BETAS]
+    row = {line.split()[0]: line.split()[1:] for line in table[1:]}
+    assert row["0.1"][BETAS.index(1.0)] == "*0.01" and row["0.5"][BETAS.index(10.0)] == "✕"
+    assert row["0.01"][BETAS.index(0.05)] == f"{10 ** ((1 + np.log10(20) ** 2) - 2):.3g}"
 
 
 @pytest.mark.parametrize("args,message", [

@@ -41,6 +41,10 @@ def test_train_bp_has_no_beta(small_mnist, tmp_path):
     (["--eta", "-0.1"], "etas must hold positive finite learning rates"),
     (["--batch-size", "0"], "batch_size must be an integer of at least 1"),
     (["--dataset", "cifar10"], "dataset must be one of mnist, fashion_mnist"),
+    (["--seed", "0", "--seed", "0"], "--seed repeats a value (0, 0); give each once"),
+    (["--eta", "0.1", "--eta", "0.1"], "--eta repeats a value"),
+    (["--seed", "-1"], "seeds must be integers from 0 to 2**32 - 1; got [-1"),
+    (["--chunk", "-2"], "chunk must be an integer of at least 1; got -2"),
 ])
 def test_train_bad_input_exits_2_with_one_message(small_mnist, tmp_path, args, message):
     directory = write(tmp_path / "idx", small_mnist)

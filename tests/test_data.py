@@ -51,6 +51,11 @@ def test_corrupt_gzip_and_bad_magic_are_named(small_mnist, tmp_path):
     path.write_bytes(b"not gzip")
     with pytest.raises(DatasetError, match=rf"{path} is not a valid gzip file"):
         load_raw("mnist", directory, fetch=False)
+    damaged = bytearray(gzip.compress(small_mnist[FILES["x_train"]]))
+    damaged[12:40] = bytes(b ^ 0xFF for b in damaged[12:40])  # a gzip header over a broken deflate stream
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DatasetError, match=rf"{path} is not a valid gzip file"):
+        load_raw("mnist", directory, fetch=False)
     with pytest.raises(DatasetError, match="bad magic number"):
         data.parse_idx(b"\x00\x00\x0d\x01\x00\x00\x00\x01\x00", "x")
 

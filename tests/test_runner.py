@@ -1,5 +1,8 @@
 """Running a sweep (embedded Ray): records per cell, resume without duplicates, refusal of a changed spec, status."""
 
+import os
+import stat
+
 import pandas as pd
 import pytest
 import yaml
@@ -8,7 +11,7 @@ from typer.testing import CliRunner
 
 from mupc_sweep import runner
 from mupc_sweep.cli import app
-from mupc_sweep.store import read_records, write_cell, write_failure
+from mupc_sweep.store import ResultsError, read_records, write_cell, write_failure
 
 SPEC = {
     "name": "tiny",
@@ -75,7 +78,8 @@ def test_changed_spec_is_refused_unless_restarted(setup):
 
 @pytest.mark.parametrize("spec_text,message", [
     ("network: [unclosed\n", "is not valid YAML"),
-    (yaml.safe_dump({**SPEC, "network": {**SPEC["network"], "depth": [1]}}), "network.depth[0]: must be an integer"),
+    (yaml.safe_dump({**SPEC, "network": {**SPEC["network"], "depth": [0]}}), "network.depth[0]: must be an integer"),
+    (yaml.safe_dump({**SPEC, "training": {**SPEC["training"], "epochs": 1e-9}}), "gives no training step"),
     (yaml.safe_dump({**SPEC, "grid": {"eta": [], "beta": [1]}}), "grid.eta: must not be an empty list"),
     (yaml.safe_dump({**SPEC, "training": {**SPEC["training"], "batch_size": 64}}), "gives no training step"),
 ])
@@ -84,6 +88,45 @@ def test_bad_specs_exit_2_and_create_nothing(setup, spec_text, message):
     spec.write_text(spec_text)
     result = invoke("run", spec, "--out", results, "--data-dir", data)
     assert result.exit_code == 2 and message in result.stderr and not results.exists()
+
+
+def test_zero_steps_and_an_out_that_is_a_file_exit_2_even_in_a_dry_run(setup, tmp_path):
+    spec, _, results = setup
+    spec.write_text(yaml.safe_dump({**SPEC, "training": {**SPEC["training"], "epochs": 1e-9}}))
+    dry = invoke("run", spec, "--out", results, "--dry-run")
+    assert dry.exit_code == 2 and "gives no training step with 60000 examples" in dry.stderr
+    spec.write_text(yaml.safe_dump(SPEC))
+    (tmp_path / "afile").write_text("")
+    result = invoke("run", spec, "--out", tmp_path / "afile")
+    assert result.exit_code == 2 and "is a file, not a results directory" in result.stderr
+
+
+def test_damaged_files_are_named_and_a_damaged_cell_is_pending(setup):
+    spec, data, results = setup
+    parsed = runner.parse_spec(SPEC)
+    runner.prepare(parsed, results, restart=False)
+    done, damaged = (results / "tiny" / "records" / f"relu-mupc-pc-N4-H{h}-T{h}.parquet" for h in (2, 3))
+    write_cell(results, "tiny", done.stem, pd.DataFrame({"eta": [0.1], "status": ["ok"]}))
+    damaged.write_text("junk")
+    assert [c.cell_id for c in runner.pending(parsed, results)] == [damaged.stem]
+    with pytest.raises(ResultsError, match=f"{damaged} is not a readable records file"):
+        read_records(results)
+    shown = invoke("status", results)
+    assert shown.exit_code == 0 and f"{damaged.stem}: records file unreadable or empty" in shown.stdout
+    assert f"{done.stem}: records file not as expected: records table lacks column(s) dataset" in shown.stdout
+    (results / "tiny" / "spec.yaml").write_text("spec_hash: [")
+    result = invoke("run", spec, "--out", results, "--data-dir", data)
+    assert result.exit_code == 2 and f"{results / 'tiny' / 'spec.yaml'} is unreadable" in result.stderr
+    assert "tiny: unreadable spec.yaml" in invoke("status", results).stdout
+
+
+def test_records_are_written_readable_by_others_as_the_umask_allows(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = write_cell(tmp_path, "s", "c", pd.DataFrame({"eta": [0.1]}))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_missing_spec_file_exits_2(tmp_path):

@@ -69,8 +69,11 @@ def test_round_trip_and_hash():
 @pytest.mark.parametrize("raw,message", [
     (minimal(**{"network.dpth": 4}), r"^network\.dpth: unknown field; allowed here: activation, algorithm, depth"),
     (minimal(epochs=1), r"^epochs: unknown field"),
-    (minimal(**{"network.depth": [2, 1]}), r"^network\.depth\[1\]: must be an integer of at least 2; got 1\.$"),
-    (minimal(**{"network.depth": "deep"}), r"^network\.depth: must be an integer of at least 2; got 'deep'"),
+    (minimal(**{"network.depth": [2, 0]}), r"^network\.depth\[1\]: must be an integer of at least 1; got 0\.$"),
+    (minimal(**{"network.depth": "deep"}), r"^network\.depth: must be an integer of at least 1; got 'deep'"),
+    (minimal(**{"network.depth": [2, 4, 2]}), r"^network\.depth: must not repeat values; got \[2, 4, 2\]"),
+    (minimal(**{"network.inference_steps": [None, None]}), r"^network\.inference_steps: must not repeat"),
+    (minimal(**{"training.seeds": [0, 2**32]}), r"^training\.seeds\[1\]: must be below 2\*\*32"),
     (minimal(**{"network.activation": "gelu"}), r"^network\.activation: must be one of linear, tanh, relu"),
     (minimal(**{"grid.eta": []}), r"^grid\.eta: must not be an empty list"),
     (minimal(**{"grid.beta": [1.0, -1.0]}), r"^grid\.beta\[1\]: must be a positive learning rate; got -1\.0"),

@@ -37,6 +37,7 @@ def test_tiny_linear_network_by_hand(x64):
 @pytest.mark.parametrize("activation,param,steps,depth", [
     ("tanh", "mupc", None, 3), ("relu", "sp", 2, 3), ("linear", "mupc", 1, 3),
     ("tanh", "mupc", None, 6), ("relu", "mupc", 3, 6), ("tanh", "sp", 9, 6),  # windows 2, 4, 6; T < H; T > H
+    ("tanh", "mupc", None, 1), ("relu", "sp", 3, 1),  # one hidden layer: no hidden weights, no windows
 ])
 def test_train_points_matches_the_autodiff_reference(x64, activation, param, steps, depth):
     d_in, width, d_out = 6, 5, 4
@@ -93,6 +94,15 @@ def test_cell_chunks_and_seeds(x64):
     assert r.losses[0, 0] == r.losses[3, 0]  # same seed: same first feedforward loss
     assert r.losses[0, 0] != pytest.approx(r.losses[2, 0], rel=1e-3)  # another seed: other weights
     assert np.all(r.status[:3] == OK) and np.all(r.steps_run[:3] == 20)
+
+
+def test_accuracies_are_exact_fractions_of_the_test_set():
+    data = classification_data(1, 96, 30)  # 30 test examples: percentages 10/3 apart, inexact in float32
+    r = train_cell(small_cell(epochs=2.0), *data, [0], [0.05], [0.5])
+    for acc in (r.test_acc_final, r.eval_acc[:, 0]):
+        correct = acc * 30 / 100  # float32 rounding would leave ~1e-6 here
+        np.testing.assert_allclose(correct, np.round(correct), rtol=0, atol=1e-12)
+        assert acc.dtype == np.float64
 
 
 def test_a_diverged_point_is_frozen_and_the_others_go_on():
@@ -240,6 +250,11 @@ def test_bad_grids_and_shapes_are_value_errors():
         train_cell(small_cell(), *data, [0], [0.1], [0.0])
     with pytest.raises(ValueError, match="one length"):
         train_cell(small_cell(), *data, [0, 1], [0.1], [0.5])
+    for seed in (-1, 2**32):
+        with pytest.raises(ValueError, match=r"seeds must be integers from 0 to 2\*\*32 - 1"):
+            train_cell(small_cell(), *data, [seed], [0.1], [0.5])
+    with pytest.raises(ValueError, match="chunk must be an integer of at least 1; got 0"):
+        train_cell(small_cell(), *data, [0], [0.1], [0.5], chunk=0)
     ws = random_net(0, 3, 4, 2, 2, np.float32)
     xs, ys = random_batches(0, 2, 2, 3, 2, np.float32)
     kw = dict(activation="tanh", param="mupc", etas=np.array([0.1]), betas=np.array([0.1]), inference_steps=1)
