@@ -16,6 +16,22 @@ data_app = typer.Typer(help="Datasets: find, verify and cache MNIST and Fashion-
 app.add_typer(data_app, name="data")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .records import code_version
+
+        typer.echo(f"mupc-sweep {code_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option(
+        "--version", help="print the version and exit", callback=_print_version, is_eager=True)] = False,
+) -> None:
+    """Hyperparameter-transfer sweeps for μPC predictive-coding networks."""
+
+
 def fail(message: str) -> typer.Exit:
     """Print `Error: message` on stderr; the caller raises the returned exit (status 2)."""
     typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
@@ -150,8 +166,9 @@ def run(
     restart: Annotated[bool, typer.Option(help="delete this sweep's earlier records and start over")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="directory with the four IDX files")] = None,
 ) -> None:
-    """Train every cell of a sweep that has no records yet, one Ray Tune trial per cell; each finished
-    cell is written at once, so an interrupted sweep resumes where it stopped.
+    """Train every cell of a sweep that has no records yet, one Ray Tune trial per cell.
+
+    Each finished cell is written at once, so an interrupted sweep resumes where it stopped.
 
     Example: mupc-sweep run sweeps/quick.yaml
     """
@@ -303,8 +320,9 @@ def plot(
     axis: Annotated[str | None, typer.Option(help="depth or width (default: the one the sweep varies most)")] = None,
     sweep: Annotated[str | None, typer.Option(help="only this sweep")] = None,
 ) -> None:
-    """Draw transfer contours (Fig. 5), loss-against-rate curves and, where evaluations were kept,
-    test accuracy against step (Fig. 1) into RESULTS/<sweep>/plots/.
+    """Draw transfer contours (Fig. 5), loss-against-rate and test-accuracy curves (Fig. 1).
+
+    The PNGs go to RESULTS/<sweep>/plots/; accuracy curves where evaluations were kept.
 
     Example: mupc-sweep plot results --sweep paper-depth
     """

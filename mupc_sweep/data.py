@@ -207,6 +207,8 @@ def load_raw(name: str, data_dir: str | Path | None = None, *, fetch: bool = Tru
     explicit = data_dir if data_dir is not None else os.environ.get("MUPC_SWEEP_DATA")
     if explicit is not None:
         directory = Path(explicit)
+        if not directory.is_dir():
+            raise DatasetError(f"data directory {explicit} does not exist; {HOW_TO_GET[name]}.")
         raw = _load_dir(name, directory)
         if raw is None:
             missing = [f for f in FILES.values() if not any((directory / g).is_file() for g in (f, f"{f}.gz"))]

@@ -111,6 +111,8 @@ class SweepSpec:
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a YAML sweep spec."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"{path} is a directory; give a spec file (YAML), e.g. sweeps/quick.yaml.")
     if not path.is_file():
         raise SpecError(f"spec file {path} does not exist.")
     try:

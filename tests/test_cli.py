@@ -61,3 +61,12 @@ def test_data_fetch_verifies_a_directory_and_names_a_missing_file(small_mnist, t
     (directory / "t10k-labels-idx1-ubyte").unlink()
     result = runner.invoke(app, ["data", "fetch", "mnist", "--data-dir", str(directory)])
     assert result.exit_code == 2 and "lacks t10k-labels-idx1-ubyte" in result.stderr
+    result = runner.invoke(app, ["data", "fetch", "mnist", "--data-dir", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and f"data directory {tmp_path / 'nowhere'} does not exist" in result.stderr
+
+
+def test_version_and_a_directory_given_as_spec(tmp_path):
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.stdout.startswith("mupc-sweep ")
+    result = runner.invoke(app, ["run", str(tmp_path)])
+    assert result.exit_code == 2 and f"{tmp_path} is a directory; give a spec file" in result.stderr
