@@ -266,7 +266,8 @@ def _family_report(rows: pd.DataFrame, family: dict, axis: Axis, source: int, ta
     return TransferReport(
         family=family, axis=axis, source=source, target=target,
         recommended_eta=eta, recommended_beta=beta if uses_beta else None, basis=basis,
-        source_optimum=asdict(src), source_surface=_surface_points(rows[rows[axis] == source]), optima=[asdict(o) for o in optima.values()], drift=drift,
+        source_optimum=asdict(src), source_surface=_surface_points(rows[rows[axis] == source]),
+        optima=[asdict(o) for o in optima.values()], drift=drift,
         target_swept=target_swept, regret=regret, optima_coincide=coincide, transfer_holds=holds,
         warnings=warnings, incomplete=incomplete,
     )

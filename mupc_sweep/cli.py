@@ -94,10 +94,10 @@ def train(
 
     Example: mupc-sweep train --width 128 --depth 16 --activation relu --eta 0.1 --beta 1 --beta 0.5
     """
-    from .data import DatasetError, load_dataset
-    from .records import cell_records
     import numpy as np
 
+    from .data import DatasetError, load_dataset
+    from .records import cell_records
     from .train import CellConfig, check_chunk, check_grid, check_seeds, check_steps, train_cell
 
     try:

@@ -443,7 +443,8 @@ def train_cell(
             _progress_sink = None
     losses, eval_acc, acc_final, status, steps_run = out
     # the device's float32 percentages, back to exact multiples of 100 / n_test (77.099998 -> 77.1)
-    eval_acc, acc_final = (np.round(np.float64(a) * len(x_test) / 100) * 100 / len(x_test) for a in (eval_acc, acc_final))
+    n_test = len(x_test)
+    eval_acc, acc_final = (np.round(np.float64(a) * n_test / 100) * 100 / n_test for a in (eval_acc, acc_final))
     return CellResult(
         cfg=cfg, seeds=seeds, etas=etas, betas=betas, losses=losses,
         eval_steps=np.arange(1, n_steps // cfg.eval_every + 1) * cfg.eval_every,
