@@ -293,10 +293,7 @@ def _drift(optima: dict[int, Optimum], uses_beta: bool) -> dict | None:
 
 def _surface_points(surface: pd.DataFrame) -> list[dict]:
     columns = ["eta", "beta", "loss_mean", "loss_std", "n_seeds", "valid"]
-    return [
-        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-        for row in surface.sort_values(["eta", "beta"])[columns].to_dict("records")
-    ]
+    return surface.sort_values(["eta", "beta"])[columns].to_dict("records")  # plain Python values
 
 
 def _nearest(surface: pd.DataFrame, eta: float, beta: float) -> pd.Series:
