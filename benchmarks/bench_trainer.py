@@ -11,12 +11,15 @@ the matmul rate is the product shape and how much the rest of the step. A measur
 (weight init, batch permutation, steps, final test evaluation) over at least 3 steps per point; a
 short one is warmed up once and timed 3 times, and the row gives the medians. Inputs are random
 MNIST-shaped data (784 → 10); the rates are chosen so that no point stops early.
+The reference products run at the trainer's precision (`MATMUL_PRECISION`, full float32), not at
+JAX's GPU default, which would round their operands to TF32.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import time
 
 import jax
@@ -24,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mupc_sweep.cost import step_flops
-from mupc_sweep.train import CellConfig, _train_cell, describe_device
+from mupc_sweep.train import MATMUL_PRECISION, CellConfig, _train_cell, describe_device, xla_flags
 
 D_IN, N_CLASSES, BATCH = 784, 10, 64
 
@@ -96,8 +99,17 @@ def bench_cell(width: int, depth: int, points: int, *, target_s: float, chunk: i
     return dict(
         width=width, depth=depth, points=points, chunk=chunk, steps=steps, compile_s=compile_s,
         ms_per_point_step=1e3 * per_point_step, gflops=flops / per_point_step / 1e9, matmul=float(np.median(peaks)),
-        products=float(np.median(products)),
+        products=float(np.median(products)), memory_gib=_program_bytes(compiled) / 2**30,
     )
+
+
+def _program_bytes(compiled) -> float:
+    """Device memory the compiled program needs: its arguments, outputs and temporaries (XLA's
+    own accounting; NaN where the backend gives none)."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return float("nan")
+    return float(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
 
 
 def main() -> None:
@@ -108,13 +120,15 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=None, help="points vmapped together (default: the trainer's)")
     parser.add_argument("--seconds", type=float, default=8.0, help="target run time per measurement")
     args = parser.parse_args()
+    os.environ["XLA_FLAGS"] = xla_flags(os.environ)  # as the product compiles, set before JAX opens a device
+    jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION)  # the reference products too
 
-    print(f"device: {describe_device()}   jax {jax.__version__}")
+    print(f"device: {describe_device()}   jax {jax.__version__}   products in {MATMUL_PRECISION}")
     print("matmul: dense float32 4096² rate measured right after each timed run (a shared machine's speed drifts)")
     print("W·z: the cell's batched layer product alone, measured likewise (the ceiling for its step)\n")
     print(
         f"{'N':>5} {'H':>4} {'G':>3} {'chunk':>5} {'steps':>5} {'compile s':>9} {'ms/point-step':>13} "
-        f"{'GFLOP/s':>8} {'matmul':>7} {'% matmul':>8} {'W·z':>7} {'W·z %':>6}"
+        f"{'GFLOP/s':>8} {'matmul':>7} {'% matmul':>8} {'W·z':>7} {'W·z %':>6} {'mem GiB':>7}"
     )
     for width, depth, points in itertools.product(args.width, args.depth, args.points):
         r = bench_cell(width, depth, points, target_s=args.seconds, chunk=args.chunk)
@@ -122,7 +136,7 @@ def main() -> None:
         print(
             f"{r['width']:>5} {r['depth']:>4} {r['points']:>3} {r['chunk']:>5} {r['steps']:>5} {r['compile_s']:>9.1f} "
             f"{r['ms_per_point_step']:>13.2f} {r['gflops']:>8.1f} {peak:>7.1f} {100 * r['gflops'] / peak:>7.0f}% "
-            f"{r['products']:>7.1f} {100 * r['products'] / peak:>5.0f}%",
+            f"{r['products']:>7.1f} {100 * r['products'] / peak:>5.0f}% {r['memory_gib']:>7.2f}",
             flush=True,
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -98,8 +99,9 @@ def train(
 
     from .data import DatasetError, load_dataset
     from .records import cell_records
-    from .train import CellConfig, check_chunk, check_grid, check_seeds, check_steps, train_cell
+    from .train import CellConfig, check_chunk, check_grid, check_seeds, check_steps, train_cell, xla_flags
 
+    os.environ["XLA_FLAGS"] = xla_flags(os.environ)  # before JAX opens a device
     try:
         cfg = CellConfig(
             width=width, depth=depth, activation=activation, param=param, algorithm=algorithm,

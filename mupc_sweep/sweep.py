@@ -28,6 +28,7 @@ import pandas as pd
 from .data import Dataset
 from .runner import run_cell
 from .spec import Cell, SweepSpec
+from .train import xla_flags
 
 MAX_FAILURES = 2  # retries of a cell whose trial failed (a lost node, a crashed worker)
 REPORT_EVERY_S = 2.0  # a trial's progress reports are at most this frequent (each is a driver round trip)
@@ -110,14 +111,16 @@ def check_fits(spec: SweepSpec, *, strict: bool) -> str | None:
 
 def device_settings(gpu: float, environ: Mapping[str, str]) -> dict[str, str]:
     """Environment for a trial's JAX, set before it first touches a device: a CPU-only trial never
-    opens a GPU; a trial with a GPU fraction preallocates only its share, so co-located trials fit.
-    A memory fraction already in `environ` is the user's choice and is kept."""
+    opens a GPU; a GPU trial compiles with `train.GPU_XLA_FLAG` and preallocates only its share of
+    the GPU, so co-located trials fit. A memory fraction already in `environ` is the user's choice
+    and is kept, and so is their own setting of the flag."""
     if gpu == 0:
         return {"JAX_PLATFORMS": "cpu"}
-    if any(name in environ for name in MEM_FRACTION_VARIABLES):
-        return {}
-    # the older name: newer jaxlib reads it too (and refuses only both names at once)
-    return {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{GPU_MEMORY_SHARE * min(gpu, 1.0):.3f}"}
+    settings = {"XLA_FLAGS": xla_flags(environ)}
+    if not any(name in environ for name in MEM_FRACTION_VARIABLES):
+        # the older name: newer jaxlib reads it too (and refuses only both names at once)
+        settings["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{GPU_MEMORY_SHARE * min(gpu, 1.0):.3f}"
+    return settings
 
 
 def run_trials(spec: SweepSpec, data: Dataset, results, cells: list[Cell], events: SweepEvents) -> dict[str, str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -55,6 +55,17 @@ NO_LEARNING_ACC = 15.0  # percent test accuracy at the first evaluation
 EVAL_CHUNK = 1000  # test examples per feedforward chunk during evaluation
 
 PROGRESS_EVERY = 50  # steps between progress reports from inside the cell program
+
+# Every product of the trainer runs in full float32 (or float64) on every device. JAX's default
+# would let Ampere and later GPUs round float32 operands to TF32 (10-bit mantissa); that changes the
+# results between a laptop and a cluster and buys little here, since a step's B = 64-column products
+# are bound by reading the weights (benchmarks/RESULTS.md).
+MATMUL_PRECISION = "float32"
+
+# XLA's Triton GEMM fusions off: on an H100 their autotuning took about 47 of the 52 s a 128-layer
+# cell compiled in, and the cuBLAS kernels chosen without them ran the step as fast. CPU XLA
+# accepts the option and ignores it.
+GPU_XLA_FLAG = "--xla_gpu_enable_triton_gemm=false"
 
 # Adam with optax's defaults (b1 = 0.9, b2 = 0.999, eps = 1e-8); the step is −η times its output,
 # so η stays a traced per-point value.
@@ -161,10 +172,11 @@ def grid_step(
     """`point_step` for every point of a chunk: leading axis G on all but `net`. Sweeps and
     `train_points` both run this. One point runs unbatched: XLA's CPU backend compiles a size-1
     vmap of the step about 40 % slower."""
-    if etas.shape[0] == 1:
-        state, loss = point_step(*jax.tree.map(lambda a: a[0], (states, x, y, etas, betas)), net)
-        return jax.tree.map(lambda a: a[None], (state, loss))
-    return jax.vmap(point_step, in_axes=(0, 0, 0, 0, 0, None))(states, x, y, etas, betas, net)
+    with jax.default_matmul_precision(MATMUL_PRECISION):
+        if etas.shape[0] == 1:
+            state, loss = point_step(*jax.tree.map(lambda a: a[0], (states, x, y, etas, betas)), net)
+            return jax.tree.map(lambda a: a[None], (state, loss))
+        return jax.vmap(point_step, in_axes=(0, 0, 0, 0, 0, None))(states, x, y, etas, betas, net)
 
 
 def accuracy(w: Weights, x_chunks: Array, label_chunks: Array, n: int, net: Net) -> Array:
@@ -172,7 +184,9 @@ def accuracy(w: Weights, x_chunks: Array, label_chunks: Array, n: int, net: Net)
 
     def correct(chunk):
         x, labels = chunk
-        return jnp.sum(jnp.argmax(predict(w, x, net.scalings, net.activation), axis=0) == labels)
+        with jax.default_matmul_precision(MATMUL_PRECISION):
+            y_hat = predict(w, x, net.scalings, net.activation)
+        return jnp.sum(jnp.argmax(y_hat, axis=0) == labels)
 
     return 100.0 * jnp.sum(jax.lax.map(correct, (x_chunks, label_chunks))) / n
 
@@ -451,6 +465,15 @@ def train_cell(
         eval_acc=eval_acc, test_acc_final=acc_final, status=status, steps_run=steps_run,
         wall_s=time.perf_counter() - start, chunk=chunk, device=describe_device(),
     )
+
+
+def xla_flags(environ: Mapping[str, str]) -> str:
+    """XLA_FLAGS with `GPU_XLA_FLAG` added, unless `environ`'s XLA_FLAGS already sets that option.
+    It takes effect only in a process that has not yet opened a JAX device."""
+    flags = environ.get("XLA_FLAGS", "")
+    if "xla_gpu_enable_triton_gemm" in flags:
+        return flags
+    return f"{flags} {GPU_XLA_FLAG}".strip()
 
 
 def describe_device() -> str:

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from mupc_sweep import data, sweep
 from mupc_sweep.cli import app
 from mupc_sweep.data import load_dataset
+from mupc_sweep.train import GPU_XLA_FLAG
 from mupc_sweep.spec import parse_spec
 from mupc_sweep.store import read_failure, read_records
 
@@ -297,4 +298,7 @@ def test_device_settings_share_a_gpu_and_keep_cpu_trials_off_it():
     quarter = float(sweep.device_settings(0.25, {})["XLA_PYTHON_CLIENT_MEM_FRACTION"])
     assert 4 * quarter <= 1 and quarter == pytest.approx(0.25 * sweep.GPU_MEMORY_SHARE)
     assert float(sweep.device_settings(1, {})["XLA_PYTHON_CLIENT_MEM_FRACTION"]) <= 1
-    assert sweep.device_settings(0.5, {"XLA_CLIENT_MEM_FRACTION": "0.3"}) == {}  # the user's own setting stays
+    # the user's own memory fraction and XLA flags stay; GPU trials add the compile flag
+    assert sweep.device_settings(0.5, {"XLA_CLIENT_MEM_FRACTION": "0.3"}) == {"XLA_FLAGS": GPU_XLA_FLAG}
+    flags = sweep.device_settings(1, {"XLA_FLAGS": "--xla_dump_to=/tmp/hlo"})["XLA_FLAGS"]
+    assert flags.split() == ["--xla_dump_to=/tmp/hlo", GPU_XLA_FLAG]

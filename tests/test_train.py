@@ -15,7 +15,7 @@ from conftest import classification_data, random_batches, random_net, ref_forwar
 from mupc_sweep import CellConfig, train_cell, train_points
 from mupc_sweep.pcn import Weights, init_weights, scalings
 from mupc_sweep.records import cell_records, loss_summary
-from mupc_sweep.train import DIVERGED, NO_LEARNING, OK, Net, init_state, point_step
+from mupc_sweep.train import DIVERGED, GPU_XLA_FLAG, NO_LEARNING, OK, Net, init_state, point_step, xla_flags
 
 
 def test_tiny_linear_network_by_hand(x64):
@@ -226,6 +226,33 @@ def test_program_size_grows_with_log_depth():
 
     growth = np.diff([n_equations(depth) for depth in (16, 32, 64, 128)])
     assert growth[0] > 0 and np.all(growth == growth[0])
+
+
+def test_every_product_of_the_cell_program_is_full_float32():
+    """No product may fall to JAX's GPU default, which rounds float32 operands to TF32."""
+    from mupc_sweep import train as train_module
+
+    x_train, y_train, x_test, y_test = (jnp.asarray(a) for a in classification_data(0, 64, 16))
+    args = (x_train, y_train, x_test, y_test, jnp.zeros(1, jnp.uint32), jnp.zeros(2, jnp.int32),
+            jnp.full(2, 1e-3, jnp.float32), jnp.full(2, 0.1, jnp.float32))
+    text = train_module._train_cell.lower(*args, cfg=small_cell(), n_classes=10, chunk=2).as_text()
+    dots = [line for line in text.splitlines() if "dot_general" in line]
+    assert len(dots) >= 8  # feedforward, inference, weight gradients, evaluation
+    assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots)
+
+
+def test_xla_flags_add_the_gpu_compile_flag_and_keep_the_users_own():
+    assert xla_flags({}) == GPU_XLA_FLAG
+    assert xla_flags({"XLA_FLAGS": "--xla_dump_to=/tmp/hlo"}).split() == ["--xla_dump_to=/tmp/hlo", GPU_XLA_FLAG]
+    assert xla_flags({"XLA_FLAGS": "--xla_gpu_enable_triton_gemm=true"}) == "--xla_gpu_enable_triton_gemm=true"
+
+
+def test_a_cpu_process_accepts_the_gpu_compile_flag():
+    """XLA aborts on flags it does not know; `mupc-sweep train` sets this one on every machine."""
+    env = {**os.environ, "XLA_FLAGS": xla_flags({}), "JAX_PLATFORMS": "cpu"}
+    code = "import jax, jax.numpy as jnp; print(float(jax.jit(lambda a: a @ a)(jnp.eye(2)).sum()))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "2.0", out.stderr
 
 
 @pytest.mark.parametrize("overrides,message", [
