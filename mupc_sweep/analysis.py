@@ -236,8 +236,8 @@ def _family_report(rows: pd.DataFrame, family: dict, axis: Axis, source: int, ta
             beta = float(10 ** (drift["log_beta_intercept"] + drift["log_beta_slope"] * np.log2(target)))
         basis = "extrapolated drift"
         warnings.append(
-            f"the optimum drifts with {axis} ({drift['log_eta_slope']:+.2f} decades of η and "
-            f"{drift['log_beta_slope']:+.2f} of β per doubling): rates do not transfer unchanged; "
+            f"the optimum drifts with {axis} ({signed(drift['log_eta_slope'])} decades of η and "
+            f"{signed(drift['log_beta_slope'])} of β per doubling): rates do not transfer unchanged; "
             "the recommendation is extrapolated"
         )
     if src.on_edge:
@@ -271,6 +271,11 @@ def _family_report(rows: pd.DataFrame, family: dict, axis: Axis, source: int, ta
         target_swept=target_swept, regret=regret, optima_coincide=coincide, transfer_holds=holds,
         warnings=warnings, incomplete=incomplete,
     )
+
+
+def signed(x: float) -> str:
+    """x to two decimals with its sign; a value that rounds to zero reads +0.00, never -0.00."""
+    return f"{round(x, 2) + 0.0:+.2f}"
 
 
 def _drift(optima: dict[int, Optimum], uses_beta: bool) -> dict | None:

@@ -148,7 +148,11 @@ def data_fetch(
     """
     from .data import DATASETS, DatasetError, cache_dir, load_raw
 
-    for name in names or list(DATASETS):
+    names = names or list(DATASETS)
+    unknown = [name for name in names if name not in DATASETS]
+    if unknown:
+        raise fail(f"dataset must be one of {', '.join(DATASETS)}; got {', '.join(map(repr, unknown))}.")
+    for name in names:
         try:
             load_raw(name, data_dir)
         except (ValueError, DatasetError) as error:
@@ -442,6 +446,8 @@ def _finite_or_null(value):
 
 
 def _transfer_text(r) -> str:
+    from .analysis import signed
+
     f, src = r.family, r.source_optimum
     beta = f", β = {r.recommended_beta:.3g}" if r.recommended_beta is not None else ""
     grid_beta = f", β = {src['beta']:g}" if r.recommended_beta is not None else ""
@@ -461,8 +467,8 @@ def _transfer_text(r) -> str:
         "  optimum by " + r.axis + ": " + ", ".join(f"{o['size']}: (η {o['eta']:g}, β {o['beta']:g})" for o in r.optima),
     ]
     if r.drift is not None:
-        lines.append(f"  drift per doubling: {r.drift['log_eta_slope']:+.2f} decades of η, "
-                     f"{r.drift['log_beta_slope']:+.2f} of β ({'drifts' if r.drift['drifts'] else 'stable'})")
+        lines.append(f"  drift per doubling: {signed(r.drift['log_eta_slope'])} decades of η, "
+                     f"{signed(r.drift['log_beta_slope'])} of β ({'drifts' if r.drift['drifts'] else 'stable'})")
     if r.target_swept:
         verdict = "transfer holds" if r.transfer_holds else "transfer does NOT hold"
         regret = f"regret {r.regret:.3f}" if r.regret is not None else "the recommended point failed there"

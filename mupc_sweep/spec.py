@@ -108,6 +108,24 @@ class SweepSpec:
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class _RepeatedKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int):
+        super().__init__(f"key {key!r} is given twice (line {line}); keep one.")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _RepeatedKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a YAML sweep spec."""
     path = Path(path)
@@ -116,7 +134,9 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not path.is_file():
         raise SpecError(f"spec file {path} does not exist.")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except _RepeatedKey as error:
+        raise SpecError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         raise SpecError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
     return parse_spec(raw, default_name=path.stem)
@@ -188,18 +208,20 @@ def parse_spec(raw: Any, *, default_name: str = "sweep") -> SweepSpec:
 
 
 def with_resources(spec: SweepSpec, *, cpu: float | None = None, gpu: float | None = None) -> SweepSpec:
-    """The spec with its per-cell resources overridden (they do not change results or the hash)."""
+    """The spec with its per-cell resources overridden by `mupc-sweep run --cpus-per-cell` and
+    `--gpus-per-cell` (they do not change results or the hash); errors name those options."""
+    names = ("resources.cpu" if cpu is None else "--cpus-per-cell", "resources.gpu" if gpu is None else "--gpus-per-cell")
     cpu, gpu = spec.cpu if cpu is None else cpu, spec.gpu if gpu is None else gpu
-    _check_resources(cpu, gpu)
+    _check_resources(cpu, gpu, names)
     return replace(spec, cpu=float(cpu), gpu=float(gpu))
 
 
-def _check_resources(cpu: Any, gpu: Any) -> None:
-    for key, value in (("cpu", cpu), ("gpu", gpu)):
+def _check_resources(cpu: Any, gpu: Any, names: tuple[str, str] = ("resources.cpu", "resources.gpu")) -> None:
+    for name, value in zip(names, (cpu, gpu)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-            raise SpecError(f"resources.{key}: must be a non-negative number; got {value!r}.")
+            raise SpecError(f"{name}: must be a non-negative number; got {value!r}.")
     if gpu > 1:
-        raise SpecError(f"resources.gpu: a cell trains on one device, so at most 1 (a fraction shares a GPU); got {gpu!r}.")
+        raise SpecError(f"{names[1]}: a cell trains on one device, so at most 1 (a fraction shares a GPU); got {gpu!r}.")
     if cpu == 0 and gpu == 0:
         raise SpecError("resources: a cell needs some cpu or gpu; got cpu: 0, gpu: 0.")
 

@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -101,8 +102,9 @@ def check_fits(spec: SweepSpec, *, strict: bool) -> str | None:
     have = ray.cluster_resources()
     for key, need in (("CPU", spec.cpu), ("GPU", spec.gpu)):
         if need > have.get(key, 0):
-            message = (f"each cell asks for {need:g} {key} (resources.{key.lower()} in the spec) but the cluster has "
-                       f"{have.get(key, 0):g}; lower it with --{key.lower()}s-per-cell or run where it fits.")
+            option = f"--{key.lower()}s-per-cell"
+            message = (f"each cell asks for {need:g} {key} (resources.{key.lower()} in the spec, or {option}) but the "
+                       f"cluster has {have.get(key, 0):g}; lower it with {option} or run where it fits.")
             if strict:
                 raise ClusterError(message)
             return message + " Waiting for the cluster to grow."
@@ -174,6 +176,9 @@ def run_trials(spec: SweepSpec, data: Dataset, results, cells: list[Cell], event
         tune.with_parameters(_trial, spec=spec, data=data), {"cpu": spec.cpu, "gpu": spec.gpu}
     )
     storage = tempfile.mkdtemp(prefix="mupc-sweep-tune-")
+    # A SIGTERM (kill, a batch scheduler, a pod's end) stops the sweep as Ctrl-C does: Tune's SIGINT
+    # handler ends it gracefully. Otherwise Ray's fatal-signal handler would dump a stack and exit.
+    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
         tune.Tuner(
             trainable,
@@ -185,6 +190,7 @@ def run_trials(spec: SweepSpec, data: Dataset, results, cells: list[Cell], event
             ),
         ).fit()
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         shutil.rmtree(storage, ignore_errors=True)
     return failures
 

@@ -288,3 +288,7 @@ def test_cli_transfer_on_a_table_missing_columns_exits_2(tmp_path):
     assert result.exit_code == 2 and "lacks column(s) status" in result.stderr
     assert CliRunner().invoke(app, ["plot", str(tmp_path)]).exit_code == 2
     assert not (tmp_path / "toy" / "plots").exists()
+
+
+def test_signed_slopes_never_read_minus_zero():
+    assert [analysis.signed(x) for x in (-1e-9, 0.0, -0.004, -0.014, 0.126)] == ["+0.00", "+0.00", "+0.00", "-0.01", "+0.13"]

@@ -65,6 +65,12 @@ def test_data_fetch_verifies_a_directory_and_names_a_missing_file(small_mnist, t
     assert result.exit_code == 2 and f"data directory {tmp_path / 'nowhere'} does not exist" in result.stderr
 
 
+def test_data_fetch_rejects_an_unknown_name_before_fetching_anything(small_mnist, tmp_path):
+    directory = write(tmp_path / "idx", small_mnist)
+    result = runner.invoke(app, ["data", "fetch", "mnist", "bogus", "--data-dir", str(directory)])
+    assert result.exit_code == 2 and "got 'bogus'" in result.stderr and "verified" not in result.stdout
+
+
 def test_version_and_a_directory_given_as_spec(tmp_path):
     version = runner.invoke(app, ["--version"])
     assert version.exit_code == 0 and version.stdout.startswith("mupc-sweep ")

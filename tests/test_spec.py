@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mupc_sweep.spec import SpecError, load_spec, parse_spec
+from mupc_sweep.spec import SpecError, load_spec, parse_spec, with_resources
 
 SWEEPS = Path(__file__).parent.parent / "sweeps"
 PAPER_ETAS = [0.5, 0.1, 0.05, 0.01]
@@ -105,3 +105,24 @@ def test_file_errors(tmp_path):
     bad.write_text("network: [unclosed\n")
     with pytest.raises(SpecError, match="bad.yaml is not valid YAML"):
         load_spec(bad)
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("network:\n  width: [8]\n  depth: [2]\n  width: [16]\ngrid:\n  eta: [0.1]\n  beta: [1]\n")
+    with pytest.raises(SpecError, match=r"twice.yaml: key 'width' is given twice \(line 4\); keep one"):
+        load_spec(twice)
+    once = tmp_path / "once.yaml"
+    once.write_text(twice.read_text().replace("  width: [16]\n", ""))
+    assert load_spec(once).network["width"] == [8]
+
+
+def test_resource_overrides_are_named_as_the_options_that_set_them():
+    spec = load_spec(SWEEPS / "quick.yaml")
+    with pytest.raises(SpecError, match=r"^--gpus-per-cell: a cell trains on one device, so at most 1"):
+        with_resources(spec, gpu=2)
+    with pytest.raises(SpecError, match=r"^--cpus-per-cell: must be a non-negative number; got -1"):
+        with_resources(spec, cpu=-1)
+    assert (with_resources(spec, gpu=0.25).gpu, with_resources(spec, gpu=0.25).cpu) == (0.25, spec.cpu)
+    with pytest.raises(SpecError, match=r"^resources.gpu: a cell trains on one device"):
+        parse_spec({**spec.to_raw(), "resources": {"cpu": 1, "gpu": 2}})

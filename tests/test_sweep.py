@@ -190,27 +190,40 @@ def test_embedded_ray_listens_on_loopback_only_with_token_auth(sweep_files, tmp_
     assert len(read_records(results)) == 2 * 2
 
 
-def test_killed_driver_resumes_and_holds_every_point_once(sweep_files, tmp_path, ray_tmp):
+def test_stopped_or_killed_driver_resumes_and_holds_every_point_once(sweep_files, tmp_path, ray_tmp):
+    """A SIGTERM ends the run as Ctrl-C does, saying what is left; a SIGKILL loses at most the cells
+    in flight. Either way the next run trains only what is missing."""
     spec, data_dir, results, checksums = sweep_files
-    spec.write_text(yaml.safe_dump({**SPEC, "network": {**SPEC["network"], "depth": [2, 3, 4]}}))
+    spec.write_text(yaml.safe_dump({**SPEC, "network": {**SPEC["network"], "depth": [2, 3, 4, 5]}}))
     records = results / "ray" / "records"
-    driver = start_driver(tmp_path, checksums, spec, "--out", results, "--data-dir", data_dir)
-    tree = {driver.pid}
-    try:
-        wait_for(lambda: any(records.glob("*.parquet")) or driver.poll() is not None, 180, "a first cell")
-        tree = process_tree(driver.pid)  # Ray's processes outlive a killed driver: end them by PID
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        end_processes(tree | process_tree(driver.pid))
-    assert driver.returncode == -signal.SIGKILL, (tmp_path / "driver.err").read_text()
+
+    def stop_after_a_cell(sig: int) -> subprocess.Popen:
+        done = len(list(records.glob("*.parquet"))) if records.exists() else 0
+        driver = start_driver(tmp_path, checksums, spec, "--out", results, "--data-dir", data_dir)
+        tree = {driver.pid}
+        try:
+            wait_for(lambda: len(list(records.glob("*.parquet"))) > done or driver.poll() is not None, 180,
+                     "a cell")
+            tree = process_tree(driver.pid)  # Ray's processes outlive a killed driver: end them by PID
+            os.kill(driver.pid, sig)
+            driver.wait(timeout=120)
+        finally:
+            end_processes(tree | process_tree(driver.pid))
+        return driver
+
+    stopped = stop_after_a_cell(signal.SIGTERM)
+    err = (tmp_path / "driver.err").read_text()
+    assert stopped.returncode == 1, err
+    assert "cells are not done; run the same command again" in err and "SIGTERM received" not in err
+    killed = stop_after_a_cell(signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL, (tmp_path / "driver.err").read_text()
     done_before = len(list(records.glob("*.parquet")))
-    assert 1 <= done_before < 3  # killed in the middle of the sweep
+    assert 2 <= done_before < 4  # stopped, then killed, in the middle of the sweep
 
     rerun = CliRunner().invoke(app, ["run", str(spec), "--out", str(results), "--data-dir", str(data_dir)])
     assert rerun.exit_code == 0, rerun.output
-    assert f"{done_before} done, {3 - done_before} to train" in rerun.stderr
-    assert_every_point_once(results, n_cells=3, points_per_cell=2)
+    assert f"{done_before} done, {4 - done_before} to train" in rerun.stderr
+    assert_every_point_once(results, n_cells=4, points_per_cell=2)
 
 
 def test_lost_worker_node_is_retried_and_nothing_is_lost(sweep_files, ray_tmp):
