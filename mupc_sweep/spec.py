@@ -119,8 +119,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`; explicit keys may override
+                continue
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: SafeLoader's own error names it
+                continue
+            if repeated:
                 raise _RepeatedKey(key, key_node.start_mark.line + 1)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -223,7 +229,7 @@ def _check_resources(cpu: Any, gpu: Any, names: tuple[str, str] = ("resources.cp
     if gpu > 1:
         raise SpecError(f"{names[1]}: a cell trains on one device, so at most 1 (a fraction shares a GPU); got {gpu!r}.")
     if cpu == 0 and gpu == 0:
-        raise SpecError("resources: a cell needs some cpu or gpu; got cpu: 0, gpu: 0.")
+        raise SpecError(f"{names[0]} and {names[1]}: a cell needs some cpu or gpu; got 0 and 0.")
 
 
 def _section(raw: dict, key: str, required: bool = True) -> dict:

@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -176,9 +177,8 @@ def run_trials(spec: SweepSpec, data: Dataset, results, cells: list[Cell], event
         tune.with_parameters(_trial, spec=spec, data=data), {"cpu": spec.cpu, "gpu": spec.gpu}
     )
     storage = tempfile.mkdtemp(prefix="mupc-sweep-tune-")
-    # A SIGTERM (kill, a batch scheduler, a pod's end) stops the sweep as Ctrl-C does: Tune's SIGINT
-    # handler ends it gracefully. Otherwise Ray's fatal-signal handler would dump a stack and exit.
-    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    main = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    previous = signal.signal(signal.SIGTERM, _stop_as_on_sigint) if main else None
     try:
         tune.Tuner(
             trainable,
@@ -190,9 +190,20 @@ def run_trials(spec: SweepSpec, data: Dataset, results, cells: list[Cell], event
             ),
         ).fit()
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         shutil.rmtree(storage, ignore_errors=True)
     return failures
+
+
+def _stop_as_on_sigint(signum: int, frame) -> None:
+    """SIGTERM (kill, a batch scheduler, a pod's end) during a sweep: what SIGINT does, which while
+    Tune runs is its graceful stop; a KeyboardInterrupt where SIGINT is ignored or default. Without
+    it Ray's fatal-signal handler dumps a stack and ends the driver with no word on what is left."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):
+        raise KeyboardInterrupt
+    handler(signal.SIGINT, frame)
 
 
 def _trial(config: dict, *, spec: SweepSpec, data: Dataset) -> None:

@@ -83,7 +83,7 @@ def test_round_trip_and_hash():
     (minimal(**{"training.seeds": [0, 0]}), r"^training\.seeds: must not repeat"),
     (minimal(dataset="cifar10"), r"^dataset: must be one of mnist, fashion_mnist"),
     (minimal(name="../escape"), r"^name: must be a folder name"),
-    (minimal(resources={"cpu": 0, "gpu": 0}), r"^resources: a cell needs some cpu or gpu"),
+    (minimal(resources={"cpu": 0, "gpu": 0}), r"^resources.cpu and resources.gpu: a cell needs some cpu or gpu"),
     ({"network": {"width": 8, "depth": 2}}, r"^grid: required section is missing"),
     ({"network": {"depth": 2}, "grid": {"eta": [0.1], "beta": [1]}}, r"^network\.width: required"),
     ([1, 2], r"^a spec must be a mapping"),
@@ -117,6 +117,19 @@ def test_a_key_given_twice_is_refused(tmp_path):
     assert load_spec(once).network["width"] == [8]
 
 
+def test_merge_keys_load_and_unhashable_keys_are_spec_errors(tmp_path):
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("network: {width: [8], depth: [2]}\n"
+                      "training: {<<: {batch_size: 32, epochs: 0.5}, epochs: 0.25}\n"
+                      "grid: {eta: [0.1], beta: [1]}\n")
+    spec = load_spec(merged)
+    assert (spec.training["batch_size"], spec.training["epochs"]) == (32, 0.25)  # an explicit key overrides
+    unhashable = tmp_path / "unhashable.yaml"
+    unhashable.write_text("network: {width: [8], depth: [2]}\n? [a, b]\n: 1\n")
+    with pytest.raises(SpecError, match="unhashable.yaml is not valid YAML"):
+        load_spec(unhashable)
+
+
 def test_resource_overrides_are_named_as_the_options_that_set_them():
     spec = load_spec(SWEEPS / "quick.yaml")
     with pytest.raises(SpecError, match=r"^--gpus-per-cell: a cell trains on one device, so at most 1"):
@@ -124,5 +137,7 @@ def test_resource_overrides_are_named_as_the_options_that_set_them():
     with pytest.raises(SpecError, match=r"^--cpus-per-cell: must be a non-negative number; got -1"):
         with_resources(spec, cpu=-1)
     assert (with_resources(spec, gpu=0.25).gpu, with_resources(spec, gpu=0.25).cpu) == (0.25, spec.cpu)
+    with pytest.raises(SpecError, match=r"^--cpus-per-cell and resources.gpu: a cell needs some cpu or gpu"):
+        with_resources(spec, cpu=0)
     with pytest.raises(SpecError, match=r"^resources.gpu: a cell trains on one device"):
         parse_spec({**spec.to_raw(), "resources": {"cpu": 1, "gpu": 2}})

@@ -306,6 +306,19 @@ def test_a_cell_too_big_for_the_embedded_cluster_exits_2(sweep_files, ray_tmp):
     assert result.exit_code == 2 and "asks for 0.5 GPU" in result.stderr and not results.exists()
 
 
+def test_sigterm_does_what_sigint_does_or_stops_outright():
+    calls = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
+    try:
+        sweep._stop_as_on_sigint(signal.SIGTERM, None)
+        assert calls == [signal.SIGINT]  # Tune's graceful stop, while it runs
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a job started with & from a script
+        with pytest.raises(KeyboardInterrupt):
+            sweep._stop_as_on_sigint(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_device_settings_share_a_gpu_and_keep_cpu_trials_off_it():
     assert sweep.device_settings(0, {}) == {"JAX_PLATFORMS": "cpu"}
     quarter = float(sweep.device_settings(0.25, {})["XLA_PYTHON_CLIENT_MEM_FRACTION"])

@@ -15,7 +15,7 @@ from conftest import classification_data, random_batches, random_net, ref_forwar
 from mupc_sweep import CellConfig, train_cell, train_points
 from mupc_sweep.pcn import Weights, init_weights, scalings
 from mupc_sweep.records import cell_records, loss_summary
-from mupc_sweep.train import DIVERGED, GPU_XLA_FLAG, NO_LEARNING, OK, Net, init_state, point_step, xla_flags
+from mupc_sweep.train import DIVERGED, GPU_XLA_FLAG, NO_LEARNING, OK, Net, balanced_chunk, init_state, point_step, xla_flags
 
 
 def test_tiny_linear_network_by_hand(x64):
@@ -228,23 +228,38 @@ def test_program_size_grows_with_log_depth():
     assert growth[0] > 0 and np.all(growth == growth[0])
 
 
-def test_every_product_of_the_cell_program_is_full_float32():
+@pytest.mark.parametrize("algorithm", ["pc", "bp"])
+def test_every_product_of_the_cell_program_is_full_float32(algorithm):
     """No product may fall to JAX's GPU default, which rounds float32 operands to TF32."""
     from mupc_sweep import train as train_module
 
     x_train, y_train, x_test, y_test = (jnp.asarray(a) for a in classification_data(0, 64, 16))
     args = (x_train, y_train, x_test, y_test, jnp.zeros(1, jnp.uint32), jnp.zeros(2, jnp.int32),
             jnp.full(2, 1e-3, jnp.float32), jnp.full(2, 0.1, jnp.float32))
-    text = train_module._train_cell.lower(*args, cfg=small_cell(), n_classes=10, chunk=2).as_text()
+    cfg = small_cell(algorithm=algorithm)
+    text = train_module._train_cell.lower(*args, cfg=cfg, n_classes=10, chunk=2).as_text()
     dots = [line for line in text.splitlines() if "dot_general" in line]
-    assert len(dots) >= 8  # feedforward, inference, weight gradients, evaluation
+    assert len(dots) >= 8  # feedforward, inference or backprop, weight gradients, evaluation
     assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots)
+
+
+def test_every_product_of_the_verification_entry_point_is_full_float32():
+    from mupc_sweep import train as train_module
+
+    w = init_weights(jax.random.PRNGKey(0), "mupc", 4, 8, 3, 2)
+    net = Net("tanh", "pc", 3, scalings("mupc", 4, 8, 3))
+    xs, ys = jnp.ones((2, 5, 4)), jnp.ones((2, 5, 2))
+    text = train_module._train_points.lower(w, xs, ys, jnp.full(3, 0.1), jnp.full(3, 0.1), net=net).as_text()
+    dots = [line for line in text.splitlines() if "dot_general" in line]
+    assert len(dots) >= 6 and all("precision = [HIGHEST, HIGHEST]" in line for line in dots)
 
 
 def test_xla_flags_add_the_gpu_compile_flag_and_keep_the_users_own():
     assert xla_flags({}) == GPU_XLA_FLAG
     assert xla_flags({"XLA_FLAGS": "--xla_dump_to=/tmp/hlo"}).split() == ["--xla_dump_to=/tmp/hlo", GPU_XLA_FLAG]
     assert xla_flags({"XLA_FLAGS": "--xla_gpu_enable_triton_gemm=true"}) == "--xla_gpu_enable_triton_gemm=true"
+    similar = "--xla_gpu_enable_triton_gemm_int4=true"  # another option that only starts the same
+    assert xla_flags({"XLA_FLAGS": similar}).split() == [similar, GPU_XLA_FLAG]
 
 
 def test_a_cpu_process_accepts_the_gpu_compile_flag():
@@ -303,6 +318,15 @@ def test_progress_reports_rise_to_completion():
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and seen[0] == pytest.approx(0.125)
 
 
+def test_balanced_chunks_keep_the_chunk_count_and_pad_less_than_one_point_a_chunk():
+    assert balanced_chunk(56, 132) == 44 and balanced_chunk(111, 132) == 66 and balanced_chunk(8, 5) == 5
+    for n_points in range(1, 60):
+        for largest in range(1, n_points + 3):
+            chunk, n_chunks = balanced_chunk(largest, n_points), -(-n_points // largest)
+            assert chunk <= largest and -(-n_points // chunk) == n_chunks
+            assert 0 <= chunk * n_chunks - n_points < n_chunks
+
+
 def test_out_of_memory_halves_the_chunk_and_restarts(monkeypatch):
     from mupc_sweep import train as train_module
 
@@ -317,7 +341,7 @@ def test_out_of_memory_halves_the_chunk_and_restarts(monkeypatch):
     monkeypatch.setattr(train_module, "_train_cell", fake)
     data = classification_data(8, 160, 20)
     r = train_cell(small_cell(eval_every=1000), *data, [0] * 5, [0.01] * 5, [0.1] * 5, chunk=8)
-    assert chunks == [8, 4, 2] and r.chunk == 2 and r.losses.shape == (5, 10)
+    assert chunks == [5, 2] and r.chunk == 2 and r.losses.shape == (5, 10)  # 8 for 5 points runs as 5
     assert np.all(r.losses == r.losses[0])  # five identical points
 
     monkeypatch.setattr(train_module, "_train_cell", lambda *a, **k: (_ for _ in ()).throw(
