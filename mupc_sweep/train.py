@@ -170,8 +170,8 @@ def grid_step(
     states: PointState, x: Array, y: Array, etas: Array, betas: Array, net: Net
 ) -> tuple[PointState, Array]:
     """`point_step` for every point of a chunk: leading axis G on all but `net`. Sweeps and
-    `train_points` both run this. One point runs unbatched: XLA's CPU backend compiles a size-1
-    vmap of the step about 40 % slower."""
+    `train_points` both run this, every product in `MATMUL_PRECISION`. One point runs unbatched:
+    XLA's CPU backend compiles a size-1 vmap of the step about 40 % slower."""
     with jax.default_matmul_precision(MATMUL_PRECISION):
         if etas.shape[0] == 1:
             state, loss = point_step(*jax.tree.map(lambda a: a[0], (states, x, y, etas, betas)), net)
