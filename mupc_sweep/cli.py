@@ -289,14 +289,17 @@ def status(results: Annotated[Path, typer.Argument(help="results directory")] = 
     """
     import pandas as pd
 
-    from .runner import kept_spec, pending
-    from .store import holds_rows, read_failure, records_dir
+    from .runner import kept_spec, pending, spec_path
+    from .store import holds_cell, read_failure, records_dir, sweeps
 
-    folders = sorted(p for p in Path(results).glob("*/spec.yaml")) if Path(results).is_dir() else []
-    if not folders:
+    kept = [p.parent.name for p in Path(results).glob("*/spec.yaml")] if Path(results).is_dir() else []
+    names = sorted(set(kept) | set(sweeps(results)))
+    if not names:
         raise fail(f"no sweeps under {results}: run one with `mupc-sweep run SPEC`.")
-    for path in folders:
-        name = path.parent.name
+    for name in names:
+        if not spec_path(results, name).is_file():
+            typer.echo(f"{name}: records but no spec.yaml (restore it, or run its spec again with --restart)")
+            continue
         try:
             spec, spec_hash = kept_spec(results, name)
         except ValueError as error:
@@ -306,13 +309,10 @@ def status(results: Annotated[Path, typer.Argument(help="results directory")] = 
         typer.echo(f"{name} (spec {spec_hash}): {len(cells) - len(todo)}/{len(cells)} cells done, {len(todo)} pending")
         for cell in cells:
             file = records_dir(results, name) / f"{cell.cell_id}.parquet"
-            if holds_rows(file):
-                try:
-                    line = _best_text(pd.read_parquet(file))
-                except ValueError as error:
-                    line = f"records file not as expected: {error}"
+            if holds_cell(file, len(spec.points(cell.config.algorithm))):
+                line = _best_text(pd.read_parquet(file))
             elif file.exists():
-                line = "records file unreadable or empty (a rerun retrains it)"
+                line = "records file damaged, incomplete or not this tool's (a rerun retrains it)"
             elif error := read_failure(results, name, cell.cell_id):
                 line = f"failed: {error} (a rerun retries it)"
             else:

@@ -19,7 +19,7 @@ from .cost import eval_flops, step_flops
 from .data import Dataset
 from .records import cell_curves, cell_records
 from .spec import Cell, SpecError, SweepSpec, parse_spec
-from .store import curves_dir, failures_dir, holds_rows, records_dir
+from .store import curves_dir, failures_dir, holds_cell, records_dir
 from .train import train_cell
 
 N_CLASSES = 10
@@ -52,8 +52,14 @@ def _read_kept(path: Path) -> dict:
 
 
 def check_resumable(spec: SweepSpec, results: Path, *, restart: bool) -> None:
-    """Refuse a spec that changed under the same name unless `restart`; writes nothing."""
+    """Refuse a spec that changed under the same name, or records kept without their spec, unless
+    `restart`; writes nothing."""
     kept = spec_path(results, spec.name)
+    if not restart and not kept.is_file() and any(records_dir(results, spec.name).glob("*.parquet")):
+        raise SpecError(
+            f"{kept.parent} holds records but no spec.yaml, so whether they came from this spec cannot be "
+            "told; restore its spec.yaml, rename the sweep, or pass --restart to delete its records and start over."
+        )
     if kept.is_file() and not restart:
         previous = _read_kept(kept).get("spec_hash")
         if previous != spec.spec_hash():
@@ -81,9 +87,11 @@ def prepare(spec: SweepSpec, results: Path, *, restart: bool) -> None:
 
 
 def pending(spec: SweepSpec, results: Path) -> list[Cell]:
-    """Cells without a readable, non-empty records file (a damaged one is trained again and replaced)."""
+    """Cells without a whole records file (`store.holds_cell`): a damaged one is trained again and
+    replaced."""
     done = records_dir(results, spec.name)
-    return [cell for cell in spec.cells() if not holds_rows(done / f"{cell.cell_id}.parquet")]
+    return [cell for cell in spec.cells()
+            if not holds_cell(done / f"{cell.cell_id}.parquet", len(spec.points(cell.config.algorithm)))]
 
 
 def plan(spec: SweepSpec, n_train: int = N_TRAIN, n_test: int = 10000) -> pd.DataFrame:

@@ -140,7 +140,11 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not path.is_file():
         raise SpecError(f"spec file {path} does not exist.")
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"{path} cannot be read as a YAML spec: {error}.") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except _RepeatedKey as error:
         raise SpecError(f"{path}: {error}") from None
     except yaml.YAMLError as error:

@@ -16,8 +16,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+# The columns every records file holds (SPEC §7), and the columns that name one of its points.
+RECORD_COLUMNS = (
+    "sweep", "cell_id", "dataset", "activation", "param", "algorithm", "width", "depth", "inference_steps",
+    "batch_size", "epochs", "seed", "eta", "beta", "min_train_loss", "final_train_loss", "step_of_min", "steps_run",
+    "status", "test_acc_final", "test_acc_max", "wall_s", "device", "code_version", "jax_version", "created_at",
+)
+POINT_KEY = ["cell_id", "seed", "eta", "beta"]
+
+
 class ResultsError(Exception):
-    """No records where some were expected."""
+    """No records where some were expected, or a records file that is not whole."""
 
 
 def records_dir(results: Path, sweep: str) -> Path:
@@ -66,12 +75,14 @@ def read_failure(results: Path, sweep: str, cell_id: str) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def holds_rows(path: Path) -> bool:
-    """Whether `path` is a readable Parquet file with at least one row (its footer alone is read)."""
+def holds_cell(path: Path, n_points: int) -> bool:
+    """Whether `path` is a finished cell's records file: readable, with every record column and one
+    row per point (its footer alone is read). A damaged, emptied or foreign file is not."""
     try:
-        return pq.read_metadata(path).num_rows > 0
+        metadata = pq.read_metadata(path)
     except (OSError, pa.ArrowException):
         return False
+    return metadata.num_rows == n_points and set(RECORD_COLUMNS) <= set(metadata.schema.names)
 
 
 def _write(target: Path, table: pd.DataFrame) -> Path:
@@ -112,7 +123,20 @@ def read_records(results: Path, sweep: str | None = None) -> pd.DataFrame:
     if not names:
         raise ResultsError(f"no records under {results}: run a sweep first (results/<sweep>/records/*.parquet).")
     files = [f for name in names for f in sorted(records_dir(results, name).glob("*.parquet"))]
-    return pd.concat([_read(f) for f in files], ignore_index=True)
+    return pd.concat([_read_cell(f) for f in files], ignore_index=True)
+
+
+def _read_cell(path: Path) -> pd.DataFrame:
+    """One records file; ResultsError naming it unless it holds every column and each point once."""
+    table = _read(path)
+    missing = [c for c in RECORD_COLUMNS if c not in table.columns]
+    named = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    problem = (f"lacks the columns {named}" if missing else "holds no rows" if table.empty
+               else "holds a point twice" if table.duplicated(POINT_KEY).any() else None)
+    if problem:
+        raise ResultsError(f"{path} is not a whole records file: it {problem}; delete it and run the sweep "
+                           "again to retrain that cell.")
+    return table
 
 
 def _read(path: Path) -> pd.DataFrame:

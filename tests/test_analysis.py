@@ -165,6 +165,11 @@ def test_transfer_figure_marks_each_sizes_optimum():
 
 
 def write_sweep(results, records, name="toy"):
+    """Synthetic records as a sweep's files, with the columns a run adds that `synthetic` leaves out."""
+    filled = dict(inference_steps=records.depth, batch_size=64, epochs=1.0, final_train_loss=records.get("min_train_loss"),
+                  step_of_min=10, steps_run=100, test_acc_final=90.0, test_acc_max=90.0, wall_s=1.0, device="cpu",
+                  code_version="test", jax_version="test", created_at=pd.Timestamp("2026-01-01", tz="UTC"))
+    records = records.assign(**{k: v for k, v in filled.items() if k not in records.columns})
     for (depth,), cell in records.groupby(["depth"]):
         write_cell(results, name, f"depth{depth}", cell)
 
@@ -285,7 +290,7 @@ def test_accuracy_figure_draws_each_size_at_its_optimum():
 def test_cli_transfer_on_a_table_missing_columns_exits_2(tmp_path):
     write_sweep(tmp_path, synthetic([8, 16], lambda s: 0.1, lambda s: 1.0).drop(columns="status"))
     result = CliRunner().invoke(app, ["transfer", "--from", "8", "--to", "16", "--results", str(tmp_path)])
-    assert result.exit_code == 2 and "lacks column(s) status" in result.stderr
+    assert result.exit_code == 2 and "lacks the columns status" in result.stderr
     assert CliRunner().invoke(app, ["plot", str(tmp_path)]).exit_code == 2
     assert not (tmp_path / "toy" / "plots").exists()
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mupc_sweep import runner
 from mupc_sweep.cli import app
-from mupc_sweep.store import ResultsError, read_records, write_cell, write_failure
+from mupc_sweep.store import RECORD_COLUMNS, ResultsError, read_records, write_cell, write_failure
 
 SPEC = {
     "name": "tiny",
@@ -45,6 +45,7 @@ def test_run_writes_one_file_per_cell_and_a_rerun_trains_nothing(setup):
     table = read_records(results)
     assert len(table) == 2 * 2 * 2 and not table.duplicated(["cell_id", "seed", "eta", "beta"]).any()
     assert set(table.sweep) == {"tiny"} and table.steps_run.max() == 4
+    assert sorted(table.columns) == sorted(RECORD_COLUMNS)  # what the store checks is what a run writes
     stamps = [f.stat().st_mtime_ns for f in files]
     second = invoke("run", spec, "--out", results, "--data-dir", data)
     assert second.exit_code == 0 and "all 2 cells done" in second.stderr
@@ -101,23 +102,52 @@ def test_zero_steps_and_an_out_that_is_a_file_exit_2_even_in_a_dry_run(setup, tm
     assert result.exit_code == 2 and "is a file, not a results directory" in result.stderr
 
 
-def test_damaged_files_are_named_and_a_damaged_cell_is_pending(setup):
+def whole_cell() -> pd.DataFrame:
+    """A tiny-spec cell's records as a run writes them (2 seeds × 2 η × 1 β; `write_cell` adds sweep and cell_id)."""
+    points = [(seed, eta) for seed in (0, 1) for eta in (0.1, 0.01)]
+    table = pd.DataFrame({column: [0] * len(points) for column in RECORD_COLUMNS if column not in ("sweep", "cell_id")})
+    return table.assign(seed=[p[0] for p in points], eta=[p[1] for p in points], beta=0.5, status="ok",
+                        algorithm="pc", min_train_loss=[0.3, 0.2, 0.4, 0.3])
+
+
+def test_damaged_or_foreign_records_are_named_and_their_cell_is_pending(setup):
     spec, data, results = setup
     parsed = runner.parse_spec(SPEC)
     runner.prepare(parsed, results, restart=False)
-    done, damaged = (results / "tiny" / "records" / f"relu-mupc-pc-N4-H{h}-T{h}.parquet" for h in (2, 3))
-    write_cell(results, "tiny", done.stem, pd.DataFrame({"eta": [0.1], "status": ["ok"]}))
-    damaged.write_text("junk")
-    assert [c.cell_id for c in runner.pending(parsed, results)] == [damaged.stem]
-    with pytest.raises(ResultsError, match=f"{damaged} is not a readable records file"):
-        read_records(results)
-    shown = invoke("status", results)
-    assert shown.exit_code == 0 and f"{damaged.stem}: records file unreadable or empty" in shown.stdout
-    assert f"{done.stem}: records file not as expected: records table lacks column(s) dataset" in shown.stdout
+    done, bad = (results / "tiny" / "records" / f"relu-mupc-pc-N4-H{h}-T{h}.parquet" for h in (2, 3))
+    write_cell(results, "tiny", done.stem, whole_cell())
+    for content, problem in [
+        (None, "is not a readable records file"),
+        (pd.DataFrame({"eta": [0.1], "status": ["ok"]}), "lacks the columns dataset, activation, param, algorithm and 18 more"),
+        (whole_cell().iloc[:0], "holds no rows"),
+        (pd.concat([whole_cell(), whole_cell()]), "holds a point twice"),
+    ]:
+        if content is None:
+            bad.write_text("junk")
+        else:
+            write_cell(results, "tiny", bad.stem, content)
+        assert [c.cell_id for c in runner.pending(parsed, results)] == [bad.stem], problem
+        with pytest.raises(ResultsError, match=f"{bad}.* {problem}"):
+            read_records(results)
+        shown = invoke("status", results)
+        assert shown.exit_code == 0 and "1/2 cells done, 1 pending" in shown.stdout
+        assert f"{bad.stem}: records file damaged, incomplete or not this tool's" in shown.stdout
+        assert f"{done.stem}: best η=0.01 β=0.5 min loss 0.25" in shown.stdout
     (results / "tiny" / "spec.yaml").write_text("spec_hash: [")
     result = invoke("run", spec, "--out", results, "--data-dir", data)
     assert result.exit_code == 2 and f"{results / 'tiny' / 'spec.yaml'} is unreadable" in result.stderr
     assert "tiny: unreadable spec.yaml" in invoke("status", results).stdout
+
+
+def test_records_without_their_kept_spec_are_refused_unless_restarted(setup):
+    spec, data, results = setup
+    write_cell(results, "tiny", "relu-mupc-pc-N4-H2-T2", whole_cell())  # spec.yaml lost, records kept
+    refused = invoke("run", spec, "--out", results, "--data-dir", data)
+    assert refused.exit_code == 2 and "holds records but no spec.yaml" in refused.stderr
+    assert not (results / "tiny" / "spec.yaml").exists()
+    assert "tiny: records but no spec.yaml" in invoke("status", results).stdout
+    restarted = invoke("run", spec, "--out", results, "--data-dir", data, "--restart", "--dry-run")
+    assert restarted.exit_code == 0
 
 
 def test_records_are_written_readable_by_others_as_the_umask_allows(tmp_path):

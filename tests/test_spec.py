@@ -105,6 +105,10 @@ def test_file_errors(tmp_path):
     bad.write_text("network: [unclosed\n")
     with pytest.raises(SpecError, match="bad.yaml is not valid YAML"):
         load_spec(bad)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"name: x\n\xff\xfe")
+    with pytest.raises(SpecError, match="binary.yaml cannot be read as a YAML spec: 'utf-8' codec"):
+        load_spec(binary)
 
 
 def test_a_key_given_twice_is_refused(tmp_path):

@@ -28,9 +28,9 @@ from typer.testing import CliRunner
 from mupc_sweep import data, sweep
 from mupc_sweep.cli import app
 from mupc_sweep.data import load_dataset
-from mupc_sweep.train import GPU_XLA_FLAG
 from mupc_sweep.spec import parse_spec
-from mupc_sweep.store import read_failure, read_records
+from mupc_sweep.store import POINT_KEY, read_failure, read_records
+from mupc_sweep.train import GPU_XLA_FLAG
 
 # Four cells of a few seconds each: 2000 steps of 2 points.
 SPEC = {
@@ -41,7 +41,6 @@ SPEC = {
     "grid": {"eta": [0.1, 0.01], "beta": [0.5]},
     "curves_every": 100,
 }
-POINT_KEY = ["cell_id", "seed", "eta", "beta"]
 
 # A driver process whose MNIST is the test's own small files (their checksums stand in for the real
 # ones); on its way out it says whether it ever opened a device (it must not: workers train).
