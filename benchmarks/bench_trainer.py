@@ -37,7 +37,7 @@ def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     f = jax.jit(lambda a: a @ a)
     f(a).block_until_ready()
-    return 2 * n**3 / float(np.median([_timed(lambda: f(a).block_until_ready()) for _ in range(repeats)])) / 1e9
+    return 2 * n**3 / _median_seconds(lambda: f(a).block_until_ready(), repeats) / 1e9
 
 
 def layer_product_gflops(width: int, depth: int, repeats: int = 7) -> float:
@@ -49,14 +49,17 @@ def layer_product_gflops(width: int, depth: int, repeats: int = 7) -> float:
     z = jax.random.normal(k_z, (depth - 1, width, BATCH), jnp.float32)
     f = jax.jit(lambda w, z: jnp.einsum("loi,lib->lob", w, z))
     f(w, z).block_until_ready()
-    seconds = float(np.median([_timed(lambda: f(w, z).block_until_ready()) for _ in range(repeats)]))
-    return 2 * (depth - 1) * width * width * BATCH / seconds / 1e9
+    return 2 * (depth - 1) * width * width * BATCH / _median_seconds(lambda: f(w, z).block_until_ready(), repeats) / 1e9
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def _median_seconds(fn, repeats: int) -> float:
+    """Median wall time of `repeats` calls of `fn`."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def bench_cell(width: int, depth: int, points: int, *, target_s: float, chunk: int | None) -> dict:

@@ -290,7 +290,7 @@ def status(results: Annotated[Path, typer.Argument(help="results directory")] = 
     import pandas as pd
 
     from .runner import kept_spec, pending, spec_path
-    from .store import holds_cell, read_failure, records_dir, sweeps
+    from .store import read_failure, records_dir, sweeps
 
     kept = [p.parent.name for p in Path(results).glob("*/spec.yaml")] if Path(results).is_dir() else []
     names = sorted(set(kept) | set(sweeps(results)))
@@ -309,7 +309,7 @@ def status(results: Annotated[Path, typer.Argument(help="results directory")] = 
         typer.echo(f"{name} (spec {spec_hash}): {len(cells) - len(todo)}/{len(cells)} cells done, {len(todo)} pending")
         for cell in cells:
             file = records_dir(results, name) / f"{cell.cell_id}.parquet"
-            if holds_cell(file, len(spec.points(cell.config.algorithm))):
+            if cell not in todo:
                 line = _best_text(pd.read_parquet(file))
             elif file.exists():
                 line = "records file damaged, incomplete or not this tool's (a rerun retrains it)"
@@ -332,7 +332,7 @@ def plot(
 
     Example: mupc-sweep plot results --sweep paper-depth
     """
-    from .analysis import AXES, families, surfaces
+    from .analysis import AXES, families, other_axis, surfaces
     from .plots import accuracy_figure, contour_figure, transfer_figure
     from .store import ResultsError, read_curves, read_records, sweeps
 
@@ -346,7 +346,7 @@ def plot(
         for name in names:
             surf, curves = surfaces(read_records(results, name)), read_curves(results, name)
             along = axis or max(AXES, key=lambda a: surf[a].nunique())
-            fixed = "width" if along == "depth" else "depth"
+            fixed = other_axis(along)
             for key, family in families(surf, along):
                 steps = f"_T{key['inference_steps']}" if "inference_steps" in key else ""
                 stem = (f"{key['dataset']}_{key['activation']}_{key['param']}_{key['algorithm']}"
@@ -446,12 +446,12 @@ def _finite_or_null(value):
 
 
 def _transfer_text(r) -> str:
-    from .analysis import signed
+    from .analysis import other_axis, signed
 
     f, src = r.family, r.source_optimum
     beta = f", β = {r.recommended_beta:.3g}" if r.recommended_beta is not None else ""
     grid_beta = f", β = {src['beta']:g}" if r.recommended_beta is not None else ""
-    fixed = "width" if r.axis == "depth" else "depth"
+    fixed = other_axis(r.axis)
     where = f"{f['sweep']}: " if "sweep" in f else ""
     steps = f", T = {f['inference_steps']}" if "inference_steps" in f else ""
     lines = [
