@@ -156,20 +156,31 @@ def energy(w: Weights, z: Array, x: Array, y: Array, s: Scalings, activation: Ac
     return 0.5 * (jnp.sum(e**2) + jnp.sum(e_out**2)) / y.shape[-1]
 
 
+class Transposes(NamedTuple):
+    """The transposed weights the back-projections multiply by: W_2ᵀ..W_Hᵀ and W_Lᵀ."""
+
+    w_hidden: Array  # (H-1, N, N)
+    w_out: Array  # (N, C)
+
+
+def transposes(w: Weights) -> Transposes:
+    """`Transposes` of `w`. Formed once and reused by every inference step, they give every
+    product its weight matrix on the left untransposed, the fast form on a CPU, where a dot with
+    a transposed left operand runs several times slower."""
+    return Transposes(jnp.swapaxes(w.w_hidden, 1, 2), w.w_out.T)
+
+
 def activity_grad(
-    w: Weights, w_hidden_t: Array, z: Array, e: Array, e_out: Array, s: Scalings, activation: Activation
+    w_t: Transposes, z: Array, e: Array, e_out: Array, s: Scalings, activation: Activation
 ) -> Array:
-    """∇_z F from the errors at z: (H, N, B).
+    """∇_z F from the errors at z: (H, N, B), with `w_t` = `transposes(w)`.
 
     ∂F/∂z_l = (1/B)[e_l − e_{l+1} − a_h φ'(z_l) ⊙ W_{l+1}ᵀ e_{l+1}]  for l < H,
     ∂F/∂z_H = (1/B)[e_H − a_L φ'(z_H) ⊙ W_Lᵀ e_out].
-    `w_hidden_t` is W_2ᵀ..W_Hᵀ, `jnp.swapaxes(w.w_hidden, 1, 2)`: with it every product has its
-    weight matrix on the left untransposed, the fast form on a CPU; callers form it outside their
-    inference loop (once per window, see `train._infer`).
     """
     _, dphi = activation_fns(activation)
-    back_hidden = e[1:] + s.a_hidden * dphi(z[:-1]) * jnp.einsum("lio,lob->lib", w_hidden_t, e[1:])
-    back_out = s.a_out * dphi(z[-1]) * (w.w_out.T @ e_out)
+    back_hidden = e[1:] + s.a_hidden * dphi(z[:-1]) * jnp.einsum("lio,lob->lib", w_t.w_hidden, e[1:])
+    back_out = s.a_out * dphi(z[-1]) * (w_t.w_out @ e_out)
     return (e - jnp.concatenate([back_hidden, back_out[None]], axis=0)) / e.shape[-1]
 
 

@@ -46,6 +46,7 @@ from .pcn import (
     output_activity_grad,
     predict,
     scalings,
+    transposes,
     weight_grads,
 )
 
@@ -120,16 +121,16 @@ def _infer(top: Weights, z_top: Array, drive: Array, y: Array, beta: Array, n: i
     """n inference steps on the top layers alone: a network whose first layer's input is frozen, so
     its error is z − `drive`, that layer's feedforward value.
 
-    The window's Wᵀ stack is formed here, once, from its own slice of W: sliced from a Wᵀ stack of
-    all layers instead, XLA's CPU backend fuses the transpose into the slice, which then runs about
-    four times slower per layer than a plain transpose.
+    The window's transposes are formed here, once, from its own slice of W: sliced from a Wᵀ stack
+    of all layers instead, XLA's CPU backend fuses the transpose into the slice, which then runs
+    about four times slower per layer than a plain transpose.
     """
     s, act = net.scalings, net.activation
-    top_hidden_t = jnp.swapaxes(top.w_hidden, 1, 2)
+    top_t = transposes(top)
 
     def step(z, _):
         e, e_out = errors(top, z, drive, y, s, act)
-        return z - beta * activity_grad(top, top_hidden_t, z, e, e_out, s, act), None
+        return z - beta * activity_grad(top_t, z, e, e_out, s, act), None
 
     return jax.lax.scan(step, z_top, length=n)[0]
 

@@ -95,7 +95,7 @@ def test_activity_gradient_is_autodiff_of_the_energy(x64, activation, param):
     w = stacked(ws)
     z = cols(np.stack(zs))
     e, e_out = pcn.errors(w, z, pcn.input_drive(w, cols(x), s), cols(y), s, activation)
-    got = pcn.activity_grad(w, jnp.swapaxes(w.w_hidden, 1, 2), z, e, e_out, s, activation)
+    got = pcn.activity_grad(pcn.transposes(w), z, e, e_out, s, activation)
     want = jax.grad(lambda zs: ref_energy(ws, zs, x, y, activation, param))(zs)
     np.testing.assert_allclose(got, cols(np.stack(want)), rtol=1e-10, atol=1e-12)
 
