@@ -24,3 +24,26 @@ def test_bench_cell_reports_rates_consistent_with_the_flop_model(monkeypatch):
     assert r["steps"] == 3 and r["points"] == 2
     np.testing.assert_allclose(r["gflops"] * 1e9 * r["ms_per_point_step"] / 1e3, flops, rtol=1e-9)
     assert r["matmul"] > 0 and r["products"] > 0
+
+
+def test_step_floor_times_products_adam_and_transposes_and_restores_the_optimiser(monkeypatch):
+    from mupc_sweep import train
+
+    monkeypatch.syspath_prepend(str(_path.parent))
+    floor_spec = importlib.util.spec_from_file_location("step_floor", _path.parent / "step_floor.py")
+    floor = importlib.util.module_from_spec(floor_spec)
+    floor_spec.loader.exec_module(floor)
+    adam = train.ADAM
+
+    step, gradient_descent, run = floor.step_ms_with_and_without_adam(16, 3, 3)
+    assert train.ADAM is adam
+    assert step > 0 and gradient_descent > 0
+    assert floor.product_ms(run, 3) > 0  # the profiler's kernel names still match
+    assert floor.transpose_ms(16, 3) > 0
+
+    # The program without Adam really steps by the raw gradient: its losses part from Adam's after step 1.
+    adam_losses = np.asarray(run()[0])
+    monkeypatch.setattr(train, "ADAM", floor.optax.identity())
+    gd_losses = np.asarray(floor.cell_program(16, 3, 3)()[0])
+    assert adam_losses[0, 0] == gd_losses[0, 0]
+    assert not np.allclose(adam_losses[0, 1:], gd_losses[0, 1:])
