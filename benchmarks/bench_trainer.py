@@ -62,26 +62,36 @@ def _median_seconds(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def bench_cell(width: int, depth: int, points: int, *, target_s: float, chunk: int | None) -> dict:
-    flops = step_flops(
+def pc_step_flops(width: int, depth: int) -> int:
+    """Matrix-product FLOPs of one point's step in these cells (tanh μPC, T = H, MNIST shapes)."""
+    return step_flops(
         algorithm="pc", d_in=D_IN, width=width, depth=depth, d_out=N_CLASSES, inference_steps=depth, batch_size=BATCH
     )
-    rate_guess = 100e9 if jax.devices()[0].platform == "cpu" else 100e12
-    steps = int(np.clip(target_s * rate_guess / (flops * points), 3, 300))
-    repeats = 3 if flops * points * steps / rate_guess < 20 else 1
+
+
+def cell_inputs(width: int, depth: int, points: int, steps: int) -> tuple[CellConfig, tuple]:
+    """A one-epoch cell of `steps` steps on random MNIST-shaped data, and `_train_cell`'s arguments
+    for `points` points of one seed, at rates small enough that no point stops early."""
     rng = np.random.default_rng(0)
     x_train = rng.normal(size=(steps * BATCH, D_IN)).astype(np.float32)
     y_train = rng.integers(0, N_CLASSES, steps * BATCH).astype(np.int32)
-    x_test, y_test = x_train[:BATCH], y_train[:BATCH]
     cfg = CellConfig(width=width, depth=depth, activation="tanh", epochs=1.0, eval_every=10**9, batch_size=BATCH)
-    etas = np.resize([1e-3, 5e-4, 1e-4, 5e-5], points)
-    betas = np.resize([0.1, 0.05, 0.01], points)
-    chunk = chunk or (1 if jax.devices()[0].platform == "cpu" else points)
     args = (
-        jnp.asarray(x_train), jnp.asarray(y_train), jnp.asarray(x_test), jnp.asarray(y_test),
-        jnp.zeros(1, jnp.uint32), jnp.zeros(points, jnp.int32), jnp.asarray(etas, jnp.float32),
-        jnp.asarray(betas, jnp.float32),
+        jnp.asarray(x_train), jnp.asarray(y_train), jnp.asarray(x_train[:BATCH]), jnp.asarray(y_train[:BATCH]),
+        jnp.zeros(1, jnp.uint32), jnp.zeros(points, jnp.int32),
+        jnp.asarray(np.resize([1e-3, 5e-4, 1e-4, 5e-5], points), jnp.float32),
+        jnp.asarray(np.resize([0.1, 0.05, 0.01], points), jnp.float32),
     )
+    return cfg, args
+
+
+def bench_cell(width: int, depth: int, points: int, *, target_s: float, chunk: int | None) -> dict:
+    flops = pc_step_flops(width, depth)
+    rate_guess = 100e9 if jax.devices()[0].platform == "cpu" else 100e12
+    steps = int(np.clip(target_s * rate_guess / (flops * points), 3, 300))
+    repeats = 3 if flops * points * steps / rate_guess < 20 else 1
+    cfg, args = cell_inputs(width, depth, points, steps)
+    chunk = chunk or (1 if jax.devices()[0].platform == "cpu" else points)
     start = time.perf_counter()
     compiled = _train_cell.lower(*args, cfg=cfg, n_classes=N_CLASSES, chunk=chunk).compile()
     compile_s = time.perf_counter() - start

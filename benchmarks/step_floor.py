@@ -28,10 +28,8 @@ import numpy as np
 import optax
 
 from mupc_sweep import train
-from mupc_sweep.cost import step_flops
-from mupc_sweep.train import CellConfig
 
-from bench_trainer import BATCH, D_IN, N_CLASSES, _median_seconds, matmul_gflops
+from bench_trainer import N_CLASSES, _median_seconds, cell_inputs, matmul_gflops, pc_step_flops
 
 
 _PRODUCT = re.compile(r"^(ynn_fusion|dot|dot_general)(\.[0-9]+)?$")
@@ -39,13 +37,7 @@ _PRODUCT = re.compile(r"^(ynn_fusion|dot|dot_general)(\.[0-9]+)?$")
 
 def cell_program(width: int, depth: int, steps: int) -> Callable[[], object]:
     """One point's cell program, compiled with the trainer's current `train.ADAM`, ready to run."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(steps * BATCH, D_IN)).astype(np.float32)
-    y = rng.integers(0, N_CLASSES, steps * BATCH).astype(np.int32)
-    cfg = CellConfig(width=width, depth=depth, activation="tanh", epochs=1.0, eval_every=10**9, batch_size=BATCH)
-    args = (x, y, x[:BATCH], y[:BATCH], np.zeros(1, np.uint32), np.zeros(1, np.int32),
-            np.array([1e-3], np.float32), np.array([0.1], np.float32))
-    args = tuple(jnp.asarray(a) for a in args)
+    cfg, args = cell_inputs(width, depth, 1, steps)
     jax.clear_caches()  # trace again: the optimiser is read while tracing
     compiled = train._train_cell.lower(*args, cfg=cfg, n_classes=N_CLASSES, chunk=1).compile()
     run = lambda: jax.block_until_ready(compiled(*args))  # noqa: E731
@@ -97,10 +89,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="steps per run of the cell program (default 40)")
     parser.add_argument("--target", type=float, default=0.75, help="share of the matmul rate (default 0.75)")
     args = parser.parse_args()
-    flops = step_flops(
-        algorithm="pc", d_in=D_IN, width=args.width, depth=args.depth, d_out=N_CLASSES,
-        inference_steps=args.depth, batch_size=BATCH,
-    )
+    flops = pc_step_flops(args.width, args.depth)
     step, gradient_descent, run = step_ms_with_and_without_adam(args.width, args.depth, args.steps)
     products, adam = product_ms(run, args.steps), step - gradient_descent
     transpose = transpose_ms(args.width, args.depth)
