@@ -27,7 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from mupc_sweep.cost import step_flops
-from mupc_sweep.train import MATMUL_PRECISION, CellConfig, _train_cell, describe_device, xla_flags
+from mupc_sweep.cell import CellConfig
+from mupc_sweep.device import describe_device, xla_flags
+from mupc_sweep.step import MATMUL_PRECISION
+from mupc_sweep.train import _train_cell
 
 D_IN, N_CLASSES, BATCH = 784, 10, 64
 

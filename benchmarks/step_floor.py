@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mupc_sweep import train
+from mupc_sweep import step, train
 
 from bench_trainer import N_CLASSES, _median_seconds, cell_inputs, matmul_gflops, pc_step_flops
 
@@ -36,7 +36,7 @@ _PRODUCT = re.compile(r"^(ynn_fusion|dot|dot_general)(\.[0-9]+)?$")
 
 
 def cell_program(width: int, depth: int, steps: int) -> Callable[[], object]:
-    """One point's cell program, compiled with the trainer's current `train.ADAM`, ready to run."""
+    """One point's cell program, compiled with the trainer's current `step.ADAM`, ready to run."""
     cfg, args = cell_inputs(width, depth, 1, steps)
     jax.clear_caches()  # trace again: the optimiser is read while tracing
     compiled = train._train_cell.lower(*args, cfg=cfg, n_classes=N_CLASSES, chunk=1).compile()
@@ -61,12 +61,12 @@ def step_ms_with_and_without_adam(width: int, depth: int, steps: int) -> tuple[f
     """Median ms a step of the cell program with Adam, and with Adam's direction replaced by the
     gradient itself (plain gradient descent, same masks), interleaved runs; and the Adam program."""
     with_adam = cell_program(width, depth, steps)
-    adam = train.ADAM
+    adam = step.ADAM
     try:
-        train.ADAM = optax.identity()
+        step.ADAM = optax.identity()
         without = cell_program(width, depth, steps)
     finally:
-        train.ADAM = adam
+        step.ADAM = adam
     times: dict[Callable[[], object], list[float]] = {with_adam: [], without: []}
     for _ in range(7):
         for run, t in times.items():

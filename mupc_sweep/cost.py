@@ -14,7 +14,8 @@ M_in = 2DN, M_h = 2(H−1)N², M_out = 2NC:
 
 from __future__ import annotations
 
-from .pcn import Algorithm, inference_windows
+from .cell import Algorithm
+from .pcn import inference_windows
 
 
 def _layer_flops(d_in: int, width: int, depth: int, d_out: int) -> tuple[int, int, int]:

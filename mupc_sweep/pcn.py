@@ -1,4 +1,5 @@
-r"""The residual predictive-coding network of SPEC §2: parameterisations, forward pass, energy, gradients.
+r"""The residual predictive-coding network: parameterisations (the paper's Table 1), forward pass,
+energy (Eq. 1 with the skips of Eq. 23), and its activity and weight gradients.
 
 Notation: input dimension D, output dimension C, width N, H hidden layers (the *depth*), batch B.
 Examples are columns, as in the equations: x is (D, B), y and ŷ are (C, B). Activities are
@@ -20,19 +21,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal, NamedTuple, get_args
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-Activation = Literal["linear", "tanh", "relu"]
-Param = Literal["mupc", "sp"]
-Algorithm = Literal["pc", "bp"]
-
-ACTIVATIONS: tuple[str, ...] = get_args(Activation)
-PARAMS: tuple[str, ...] = get_args(Param)
-ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+from .cell import ACTIVATIONS, PARAMS, Activation, Param
+from .checks import choice_error
+from .errors import InputError
 
 
 class Weights(NamedTuple):
@@ -43,23 +40,36 @@ class Weights(NamedTuple):
     w_out: Array  # (C, N)        W_L
 
 
+def from_layers(layers: list) -> Weights:
+    """`Weights` from L = H + 1 matrices (out, in): W_1 (N, D), W_2..W_H (N, N), W_L (C, N);
+    InputError naming the first matrix of the wrong shape."""
+    w = [jnp.asarray(a) for a in layers]
+    if len(w) < 2:
+        raise InputError(f"weights: must hold at least 2 matrices (input and output); got {len(w)}.")
+    for i, (a, b) in enumerate(zip(w[:-1], w[1:])):
+        if a.ndim != 2 or b.ndim != 2 or b.shape[1] != a.shape[0]:
+            raise InputError(f"weights[{i + 1}]: must have shape (out, {a.shape[0]}) to follow weights[{i}] of "
+                             f"shape {a.shape}; got {b.shape}.")
+    width = w[0].shape[0]
+    for i, a in enumerate(w[1:-1], start=1):
+        if a.shape != (width, width):
+            raise InputError(f"weights[{i}]: a hidden layer must be square ({width}, {width}); got {a.shape}.")
+    hidden = jnp.stack(w[1:-1]) if len(w) > 2 else jnp.zeros((0, width, width), w[0].dtype)
+    return Weights(w[0], hidden, w[-1])
+
+
+def to_layers(w: Weights) -> list:
+    """The L matrices of `w` as a list (a leading point axis, if any, kept on each)."""
+    hidden = [w.w_hidden[..., i, :, :] for i in range(w.w_hidden.shape[-3])]
+    return [w.w_in, *hidden, w.w_out]
+
+
 class Scalings(NamedTuple):
     """Layer premultipliers a_1, a_h, a_L of Table 1."""
 
     a_in: float
     a_hidden: float
     a_out: float
-
-
-def choice_error(name: str, value: object, allowed: tuple[str, ...]) -> ValueError:
-    """The one-sentence error for an option outside `allowed`."""
-    return ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
-
-
-def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    """Raise `choice_error` unless `value` is one of `allowed`."""
-    if value not in allowed:
-        raise choice_error(name, value, allowed)
 
 
 def scalings(param: Param, d_in: int, width: int, depth: int) -> Scalings:
@@ -151,7 +161,7 @@ def errors(
 
 
 def energy(w: Weights, z: Array, x: Array, y: Array, s: Scalings, activation: Activation) -> Array:
-    """The energy F of SPEC §2 (a mean over the batch)."""
+    """The energy F above (a mean over the batch)."""
     e, e_out = errors(w, z, input_drive(w, x, s), y, s, activation)
     return 0.5 * (jnp.sum(e**2) + jnp.sum(e_out**2)) / y.shape[-1]
 

@@ -1,4 +1,5 @@
-"""Per-point record fields of SPEC §7 from a trained cell (one row per seed, η, β), and its curves."""
+"""A trained cell as tables: one record per (seed, η, β) point (the columns listed in the README,
+"Reading a sweep"), and its curves. β is null for bp points, here and everywhere."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import jax
 import numpy as np
 import pandas as pd
 
-from .train import STATUSES, CellResult
+from .step import STATUSES
+from .train import CellResult
 
 
 def loss_summary(losses: np.ndarray, steps_run: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -42,7 +44,7 @@ def code_version() -> str:
 
 
 def cell_records(result: CellResult, dataset: str) -> pd.DataFrame:
-    """One row per point with the SPEC §7 columns (the sweep adds `sweep` and `cell_id`)."""
+    """One row per point with the record columns (the sweep adds `sweep` and `cell_id`)."""
     cfg = result.cfg
     min_loss, step_of_min, final = loss_summary(result.losses, result.steps_run)
     acc_max = np.nanmax(np.column_stack([result.eval_acc, result.test_acc_final]), axis=1)
@@ -60,7 +62,7 @@ def cell_records(result: CellResult, dataset: str) -> pd.DataFrame:
             "epochs": float(cfg.epochs),
             "seed": result.seeds.astype(np.int64),
             "eta": result.etas.astype(np.float64),
-            "beta": pd.array(result.betas if cfg.algorithm == "pc" else [None] * n, dtype="Float64"),  # null for bp
+            "beta": _betas(result, n),
             "min_train_loss": min_loss.astype(np.float64),
             "final_train_loss": final.astype(np.float64),
             "step_of_min": step_of_min.astype(np.int64),
@@ -75,6 +77,11 @@ def cell_records(result: CellResult, dataset: str) -> pd.DataFrame:
             "created_at": pd.Timestamp(datetime.now(timezone.utc)),
         }
     )
+
+
+def _betas(result: CellResult, n: int) -> pd.arrays.FloatingArray:
+    """The points' β as a nullable column: null for bp, which has none."""
+    return pd.array(result.betas if result.cfg.algorithm == "pc" else [None] * n, dtype="Float64")
 
 
 def cell_curves(result: CellResult, dataset: str, every: int = 10) -> pd.DataFrame:
@@ -97,7 +104,7 @@ def cell_curves(result: CellResult, dataset: str, every: int = 10) -> pd.DataFra
             "width": cfg.width, "depth": cfg.depth, "inference_steps": cfg.steps,
             "seed": np.repeat(result.seeds.astype(np.int64), n),
             "eta": np.repeat(result.etas.astype(np.float64), n),
-            "beta": np.repeat(np.nan_to_num(result.betas.astype(np.float64)), n),
+            "beta": _betas(result, len(result.seeds)).repeat(n),
             "step": np.tile(steps.astype(np.int64), len(result.seeds)),
             "train_loss": loss.ravel(),
             "test_acc": acc.ravel(),

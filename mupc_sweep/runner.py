@@ -16,9 +16,12 @@ import pandas as pd
 import yaml
 
 from .cost import eval_flops, step_flops
+from .atomic import write_text_atomic
 from .data import Dataset
 from .records import cell_curves, cell_records
-from .spec import Cell, SpecError, SweepSpec, parse_spec
+from .cell import CellConfig
+from .errors import SpecError
+from .spec import SweepSpec, parse_spec
 from .store import curves_dir, failures_dir, holds_cell, records_dir
 from .train import train_cell
 
@@ -81,24 +84,21 @@ def prepare(spec: SweepSpec, results: Path, *, restart: bool) -> None:
         stale.unlink()  # left by a run killed in the middle of a write
     folder.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump({"spec_hash": spec.spec_hash(), "spec": spec.to_raw()}, sort_keys=False)
-    tmp = folder / ".spec.yaml.tmp"
-    tmp.write_text(text)
-    tmp.replace(spec_path(results, spec.name))
+    write_text_atomic(spec_path(results, spec.name), text)
 
 
-def pending(spec: SweepSpec, results: Path) -> list[Cell]:
+def pending(spec: SweepSpec, results: Path) -> list[CellConfig]:
     """Cells without a whole records file (`store.holds_cell`): a damaged one is trained again and
     replaced."""
     done = records_dir(results, spec.name)
     return [cell for cell in spec.cells()
-            if not holds_cell(done / f"{cell.cell_id}.parquet", len(spec.points(cell.config.algorithm)))]
+            if not holds_cell(done / f"{cell.cell_id}.parquet", len(spec.points(cell.algorithm)))]
 
 
 def plan(spec: SweepSpec, n_train: int = N_TRAIN, n_test: int = 10000) -> pd.DataFrame:
     """One row per cell: points, steps, and the matrix-product FLOPs of training and evaluation."""
     rows = []
-    for cell in spec.cells():
-        cfg = cell.config
+    for cfg in spec.cells():
         points = len(spec.points(cfg.algorithm))
         steps = cfg.n_steps(n_train)
         per_step = step_flops(
@@ -107,17 +107,17 @@ def plan(spec: SweepSpec, n_train: int = N_TRAIN, n_test: int = 10000) -> pd.Dat
         )
         evals = steps // cfg.eval_every + 1
         per_eval = eval_flops(d_in=D_IN, width=cfg.width, depth=cfg.depth, d_out=N_CLASSES, n_examples=n_test)
-        rows.append(dict(cell_id=cell.cell_id, points=points, steps=steps,
+        rows.append(dict(cell_id=cfg.cell_id, points=points, steps=steps,
                          tflops=points * (steps * per_step + evals * per_eval) / 1e12))
     return pd.DataFrame(rows)
 
 
 def run_cell(
-    spec: SweepSpec, cell: Cell, data: Dataset, progress: Callable[[float], None] | None = None
+    spec: SweepSpec, cell: CellConfig, data: Dataset, progress: Callable[[float], None] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train one cell's grid; its records and curves (not yet written)."""
-    seeds, etas, betas = zip(*spec.points(cell.config.algorithm))
+    seeds, etas, betas = zip(*spec.points(cell.algorithm))
     result = train_cell(
-        cell.config, data.x_train, data.y_train, data.x_test, data.y_test, seeds, etas, betas, progress=progress
+        cell, data.x_train, data.y_train, data.x_test, data.y_test, seeds, etas, betas, progress=progress
     )
     return cell_records(result, spec.dataset), cell_curves(result, spec.dataset, every=spec.curves_every)

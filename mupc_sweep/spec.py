@@ -37,27 +37,15 @@ from typing import Any
 
 import yaml
 
+from .cell import ACTIVATIONS, ALGORITHMS, PARAMS, CellConfig
+from .checks import check_choice, check_distinct, check_int, check_nonnegative, check_positive, check_rates, check_seed
 from .data import DATASETS
-from .pcn import ACTIVATIONS, ALGORITHMS, PARAMS
-from .train import CellConfig
+from .errors import InputError, SpecError
 
-
-class SpecError(ValueError):
-    """A sweep spec that cannot be run; the message names the field."""
-
-
-NETWORK_DEFAULTS = dict(activation="tanh", param="mupc", algorithm="pc", inference_steps=None)
-TRAINING_DEFAULTS = dict(batch_size=64, epochs=1.0, eval_every=300, seeds=[0])
+# Defaults are CellConfig's, so that a spec, `mupc-sweep train` and the Python API agree.
+NETWORK_DEFAULTS = {k: getattr(CellConfig, k) for k in ("activation", "param", "algorithm", "inference_steps")}
+TRAINING_DEFAULTS = {**{k: getattr(CellConfig, k) for k in ("batch_size", "epochs", "eval_every")}, "seeds": [0]}
 TOP_FIELDS = {"name", "dataset", "network", "training", "grid", "curves_every", "resources"}
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One network shape of a sweep, with its stable id."""
-
-    cell_id: str
-    config: CellConfig
-
 
 @dataclass(frozen=True)
 class SweepSpec:
@@ -72,21 +60,11 @@ class SweepSpec:
     cpu: float
     gpu: float
 
-    def cells(self) -> list[Cell]:
+    def cells(self) -> list[CellConfig]:
         """The cells: the product of the network fields' values, in spec order."""
         keys = list(self.network)
-        cells = []
-        for values in itertools.product(*(self.network[k] for k in keys)):
-            net = dict(zip(keys, values))
-            cfg = CellConfig(
-                width=net["width"], depth=net["depth"], activation=net["activation"], param=net["param"],
-                algorithm=net["algorithm"], inference_steps=net["inference_steps"],
-                batch_size=self.training["batch_size"], epochs=self.training["epochs"],
-                eval_every=self.training["eval_every"],
-            )
-            cell_id = f"{cfg.activation}-{cfg.param}-{cfg.algorithm}-N{cfg.width}-H{cfg.depth}-T{cfg.steps}"
-            cells.append(Cell(cell_id, cfg))
-        return cells
+        return [CellConfig(**dict(zip(keys, values)), **self.training)
+                for values in itertools.product(*(self.network[k] for k in keys))]
 
     def points(self, algorithm: str) -> list[tuple[int, float, float]]:
         """(seed, η, β) of every point of a cell; β is NaN for bp."""
@@ -153,7 +131,16 @@ def load_spec(path: str | Path) -> SweepSpec:
 
 
 def parse_spec(raw: Any, *, default_name: str = "sweep") -> SweepSpec:
-    """Validate a spec given as a mapping (e.g. parsed YAML)."""
+    """Validate a spec given as a mapping (e.g. parsed YAML); SpecError naming the field."""
+    try:
+        return _parse(raw, default_name)
+    except SpecError:
+        raise
+    except InputError as error:  # a shared check (`checks`): the same message, as a spec error
+        raise SpecError(str(error)) from None
+
+
+def _parse(raw: Any, default_name: str) -> SweepSpec:
     if not isinstance(raw, dict):
         raise SpecError("a spec must be a mapping with network, training and grid sections.")
     _unknown(raw, TOP_FIELDS, "")
@@ -161,8 +148,7 @@ def parse_spec(raw: Any, *, default_name: str = "sweep") -> SweepSpec:
     if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name.startswith("."):
         raise SpecError(f"name: must be a folder name (no slashes); got {name!r}.")
     dataset = raw.get("dataset", "mnist")
-    if dataset not in DATASETS:
-        raise SpecError(f"dataset: must be one of {', '.join(DATASETS)}; got {dataset!r}.")
+    check_choice("dataset", dataset, DATASETS)
 
     network_raw = _section(raw, "network")
     _unknown(network_raw, {"width", "depth", *NETWORK_DEFAULTS}, "network.")
@@ -174,26 +160,19 @@ def parse_spec(raw: Any, *, default_name: str = "sweep") -> SweepSpec:
         for i, value in enumerate(values):
             where = f"network.{key}[{i}]" if isinstance(network_raw.get(key), list) else f"network.{key}"
             _check_network_value(key, value, where)
-        if len(set(values)) != len(values):
-            raise SpecError(f"network.{key}: must not repeat values; got {values}.")
+        check_distinct(f"network.{key}", values)
         network[key] = values
 
     training_raw = _section(raw, "training", required=False)
     _unknown(training_raw, set(TRAINING_DEFAULTS), "training.")
     training = {**TRAINING_DEFAULTS, **training_raw}
     for key in ("batch_size", "eval_every"):
-        _integer(training[key], f"training.{key}", minimum=1)
-    if isinstance(training["epochs"], bool) or not isinstance(training["epochs"], (int, float)) or not (
-        math.isfinite(training["epochs"]) and training["epochs"] > 0
-    ):
-        raise SpecError(f"training.epochs: must be a positive number; got {training['epochs']!r}.")
+        check_int(f"training.{key}", training[key], minimum=1)
+    check_positive("training.epochs", training["epochs"])
     seeds = _as_list(training["seeds"], "training.seeds")
     for i, seed in enumerate(seeds):
-        _integer(seed, f"training.seeds[{i}]", minimum=0)
-        if seed >= 2**32:
-            raise SpecError(f"training.seeds[{i}]: must be below 2**32; got {seed}.")
-    if len(set(seeds)) != len(seeds):
-        raise SpecError(f"training.seeds: must not repeat; got {seeds}.")
+        check_seed(f"training.seeds[{i}]", seed)
+    check_distinct("training.seeds", seeds)
 
     grid = _section(raw, "grid")
     _unknown(grid, {"eta", "beta"}, "grid.")
@@ -202,7 +181,7 @@ def parse_spec(raw: Any, *, default_name: str = "sweep") -> SweepSpec:
     betas = _rates(grid, "beta", required=uses_beta)
 
     curves_every = raw.get("curves_every", 10)
-    _integer(curves_every, "curves_every", minimum=1)
+    check_int("curves_every", curves_every, minimum=1)
     resources = raw.get("resources", {}) or {}
     if not isinstance(resources, dict):
         raise SpecError(f"resources: must be a mapping like {{cpu: 1, gpu: 0.5}}; got {resources!r}.")
@@ -222,14 +201,16 @@ def with_resources(spec: SweepSpec, *, cpu: float | None = None, gpu: float | No
     `--gpus-per-cell` (they do not change results or the hash); errors name those options."""
     names = ("resources.cpu" if cpu is None else "--cpus-per-cell", "resources.gpu" if gpu is None else "--gpus-per-cell")
     cpu, gpu = spec.cpu if cpu is None else cpu, spec.gpu if gpu is None else gpu
-    _check_resources(cpu, gpu, names)
+    try:
+        _check_resources(cpu, gpu, names)
+    except InputError as error:
+        raise SpecError(str(error)) from None
     return replace(spec, cpu=float(cpu), gpu=float(gpu))
 
 
 def _check_resources(cpu: Any, gpu: Any, names: tuple[str, str] = ("resources.cpu", "resources.gpu")) -> None:
     for name, value in zip(names, (cpu, gpu)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-            raise SpecError(f"{name}: must be a non-negative number; got {value!r}.")
+        check_nonnegative(name, value)
     if gpu > 1:
         raise SpecError(f"{names[1]}: a cell trains on one device, so at most 1 (a fraction shares a GPU); got {gpu!r}.")
     if cpu == 0 and gpu == 0:
@@ -259,22 +240,14 @@ def _as_list(value: Any, where: str) -> list:
     return values
 
 
-def _integer(value: Any, where: str, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"{where}: must be an integer of at least {minimum}; got {value!r}.")
-
-
 def _check_network_value(key: str, value: Any, where: str) -> None:
     choices = {"activation": ACTIVATIONS, "param": PARAMS, "algorithm": ALGORITHMS}
     if key in choices:
-        if value not in choices[key]:
-            raise SpecError(f"{where}: must be one of {', '.join(choices[key])}; got {value!r}.")
-    elif key == "width":
-        _integer(value, where, minimum=1)
-    elif key == "depth":
-        _integer(value, where, minimum=1)
-    elif value is not None:
-        _integer(value, where, minimum=0)
+        check_choice(where, value, choices[key])
+    elif key in ("width", "depth"):
+        check_int(where, value, minimum=1)
+    elif value is not None:  # inference_steps; None means T = depth
+        check_int(where, value, minimum=0)
 
 
 def _rates(grid: dict, key: str, *, required: bool) -> list[float]:
@@ -283,9 +256,6 @@ def _rates(grid: dict, key: str, *, required: bool) -> list[float]:
             raise SpecError(f"grid.{key}: required (a list of positive learning rates).")
         return []
     values = _as_list(grid[key], f"grid.{key}")
-    for i, value in enumerate(values):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-            raise SpecError(f"grid.{key}[{i}]: must be a positive learning rate; got {value!r}.")
-    if len(set(values)) != len(values):
-        raise SpecError(f"grid.{key}: must not repeat values; got {values}.")
+    check_rates(f"grid.{key}", values)
+    check_distinct(f"grid.{key}", values)
     return [float(v) for v in values]

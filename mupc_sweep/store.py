@@ -1,32 +1,29 @@
-"""Records on disk (SPEC §7): results/<sweep>/records/<cell_id>.parquet, one file per finished cell,
-and the cell's curves under results/<sweep>/curves/.
+"""Records on disk (README, "Sweeps"): results/<sweep>/records/<cell_id>.parquet, one file per
+finished cell, and the cell's curves under results/<sweep>/curves/.
 
-Each file is written atomically (temporary file, fsync, rename), so a reader sees a cell whole or
-not at all, and a rewrite of the same cell replaces its rows instead of adding to them.
+Each file is written atomically (`atomic.write_atomic`), so a reader sees a cell whole or not at
+all, and a rewrite of the same cell replaces its rows instead of adding to them.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import write_atomic, write_text_atomic
+from .errors import ResultsError
 
-# The columns every records file holds (SPEC §7), and the columns that name one of its points.
+
+# The columns every records file holds (README, "Reading a sweep"), and the columns that name one of its points.
 RECORD_COLUMNS = (
     "sweep", "cell_id", "dataset", "activation", "param", "algorithm", "width", "depth", "inference_steps",
     "batch_size", "epochs", "seed", "eta", "beta", "min_train_loss", "final_train_loss", "step_of_min", "steps_run",
     "status", "test_acc_final", "test_acc_max", "wall_s", "device", "code_version", "jax_version", "created_at",
 )
 POINT_KEY = ["cell_id", "seed", "eta", "beta"]
-
-
-class ResultsError(Exception):
-    """No records where some were expected, or a records file that is not whole."""
 
 
 def records_dir(results: Path, sweep: str) -> Path:
@@ -57,12 +54,7 @@ def write_curves(results: Path, sweep: str, cell_id: str, curves: pd.DataFrame) 
 
 def write_failure(results: Path, sweep: str, cell_id: str, error: str) -> Path:
     """Note that a cell's trial failed (with its error) so that `status` can say so; a rerun retries it."""
-    target = _failure_path(results, sweep, cell_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(error + "\n")
-    tmp.replace(target)
-    return target
+    return write_text_atomic(_failure_path(results, sweep, cell_id), error + "\n")
 
 
 def clear_failure(results: Path, sweep: str, cell_id: str) -> None:
@@ -86,21 +78,7 @@ def holds_cell(path: Path, n_points: int) -> bool:
 
 
 def _write(target: Path, table: pd.DataFrame) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's owner-only 0600
-    try:
-        with os.fdopen(fd, "wb") as out:
-            table.to_parquet(out, index=False)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomic(target, lambda out: table.to_parquet(out, index=False))
 
 
 def sweeps(results: Path) -> list[str]:
@@ -111,8 +89,8 @@ def sweeps(results: Path) -> list[str]:
     return sorted(p.name for p in results.iterdir() if any(records_dir(results, p.name).glob("*.parquet")))
 
 
-def read_records(results: Path, sweep: str | None = None) -> pd.DataFrame:
-    """Every record under `results` (or of one sweep), one row per point."""
+def load_records(results: str | Path = "results", sweep: str | None = None) -> pd.DataFrame:
+    """Every record under `results` (or of one sweep), one row per point (README, "Reading a sweep")."""
     names = sweeps(results)
     if sweep is not None:
         if sweep not in names:
@@ -147,7 +125,7 @@ def _read(path: Path) -> pd.DataFrame:
                            "to retrain that cell.") from None
 
 
-def read_curves(results: Path, sweep: str) -> pd.DataFrame | None:
+def load_curves(results: str | Path, sweep: str) -> pd.DataFrame | None:
     """Every curve of one sweep, or None if it kept none."""
     files = sorted(curves_dir(results, sweep).glob("*.parquet"))
     return pd.concat([_read(f) for f in files], ignore_index=True) if files else None

@@ -22,25 +22,21 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 
 from .data import Dataset
 from .runner import run_cell
-from .spec import Cell, SweepSpec
-from .train import xla_flags
+from .cell import CellConfig
+from .device import trial_settings
+from .errors import ClusterError
+from .spec import SweepSpec
 
 MAX_FAILURES = 2  # retries of a cell whose trial failed (a lost node, a crashed worker)
 REPORT_EVERY_S = 2.0  # a trial's progress reports are at most this frequent (each is a driver round trip)
-GPU_MEMORY_SHARE = 0.9  # of a trial's GPU fraction that JAX may take, leaving room for CUDA itself
-MEM_FRACTION_VARIABLES = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray then binds every port to 127.0.0.1
-
-
-class ClusterError(Exception):
-    """Ray could not be started or joined, or it cannot fit a cell."""
 
 
 @dataclass
@@ -112,21 +108,9 @@ def check_fits(spec: SweepSpec, *, strict: bool) -> str | None:
     return None
 
 
-def device_settings(gpu: float, environ: Mapping[str, str]) -> dict[str, str]:
-    """Environment for a trial's JAX, set before it first touches a device: a CPU-only trial never
-    opens a GPU; a GPU trial compiles with `train.GPU_XLA_FLAG` and preallocates only its share of
-    the GPU, so co-located trials fit. A memory fraction already in `environ` is the user's choice
-    and is kept, and so is their own setting of the flag."""
-    if gpu == 0:
-        return {"JAX_PLATFORMS": "cpu"}
-    settings = {"XLA_FLAGS": xla_flags(environ)}
-    if not any(name in environ for name in MEM_FRACTION_VARIABLES):
-        # the older name: newer jaxlib reads it too (and refuses only both names at once)
-        settings["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{GPU_MEMORY_SHARE * min(gpu, 1.0):.3f}"
-    return settings
-
-
-def run_trials(spec: SweepSpec, data: Dataset, results, cells: list[Cell], events: SweepEvents) -> dict[str, str]:
+def run_trials(
+    spec: SweepSpec, data: Dataset, results, cells: list[CellConfig], events: SweepEvents
+) -> dict[str, str]:
     """Train `cells` as Ray Tune trials and write each cell's records as its trial reports them.
 
     Must be connected (`connect`). Returns {cell_id: error} for the cells whose trials failed after
@@ -211,7 +195,7 @@ def _trial(config: dict, *, spec: SweepSpec, data: Dataset) -> None:
     import jax
     from ray import tune
 
-    settings = device_settings(spec.gpu, os.environ)
+    settings = trial_settings(spec.gpu, os.environ)
     if "JAX_PLATFORMS" in settings:
         jax.config.update("jax_platforms", settings.pop("JAX_PLATFORMS"))  # jax read its env at import
     os.environ.update(settings)

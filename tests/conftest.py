@@ -1,4 +1,5 @@
-"""Shared fixtures and the independent reference: SPEC §2–3 written layer by layer, differentiated by jax.grad."""
+"""Shared fixtures and the independent reference: the paper's energy (Eq. 1, skips of Eq. 23) and training step
+written layer by layer, differentiated by jax.grad."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pandas as pd
 import pytest
 
 from mupc_sweep import data
 from mupc_sweep.data import FILES
+from mupc_sweep.store import write_cell
 
 PHI = {"linear": lambda z: z, "tanh": jnp.tanh, "relu": jax.nn.relu}
 
@@ -28,7 +31,7 @@ def ref_scalings(param: str, d_in: int, width: int, depth: int) -> tuple[float, 
 
 
 def ref_energy(ws: list, zs: list, x, y, activation: str, param: str):
-    """SPEC §2 energy with ws = [W_1, ..., W_L] (out, in) and zs = [z_1, ..., z_H], each (B, N)."""
+    """The energy (Eq. 1 with the skips of Eq. 23) with ws = [W_1, ..., W_L] (out, in) and zs = [z_1, ..., z_H], each (B, N)."""
     phi = PHI[activation]
     a_1, a_h, a_L = ref_scalings(param, x.shape[1], ws[0].shape[0], len(zs))
     f = 0.5 * jnp.sum((zs[0] - a_1 * x @ ws[0].T) ** 2)
@@ -39,7 +42,7 @@ def ref_energy(ws: list, zs: list, x, y, activation: str, param: str):
 
 
 def ref_forward(ws: list, x, activation: str, param: str) -> tuple[list, object]:
-    """The feedforward recursion of SPEC §2: z_1 = a_1 W_1 x, z_l = z_{l-1} + a_h W_l φ(z_{l-1}), ŷ."""
+    """The feedforward recursion: z_1 = a_1 W_1 x, z_l = z_{l-1} + a_h W_l φ(z_{l-1}), ŷ."""
     phi = PHI[activation]
     a_1, a_h, a_L = ref_scalings(param, x.shape[1], ws[0].shape[0], len(ws) - 1)
     zs = [a_1 * x @ ws[0].T]
@@ -49,7 +52,7 @@ def ref_forward(ws: list, x, activation: str, param: str) -> tuple[list, object]
 
 
 def ref_train(ws, xs, ys, *, activation, param, eta, beta, inference_steps):
-    """SPEC §3 for one point: feedforward loss, T GD steps on jax.grad of the energy, Adam(η) on its weight gradient."""
+    """One point's training: feedforward loss, T GD steps on jax.grad of the energy, Adam(η) on its weight gradient."""
     opt = optax.adam(eta)
     state = opt.init(ws)
     losses = []
@@ -151,3 +154,35 @@ def fake_mnist(seed: int, n_train: int, n_test: int) -> dict[str, bytes]:
 
 def md5s(raw: dict[str, bytes]) -> dict[str, str]:
     return {name: hashlib.md5(b).hexdigest() for name, b in raw.items()}
+
+
+ETAS = [0.5, 0.1, 0.05, 0.01]
+BETAS = [10.0, 5.0, 1.0, 0.5, 0.1, 0.05]
+
+
+def synthetic(sizes, eta_star, beta_star, *, etas=ETAS, betas=BETAS, seeds=(0, 1, 2), axis="depth", curvature=1.0,
+              param="mupc"):
+    """Records whose seed-mean log10 loss is curvature·((log η − log η*)² + (log β − log β*)²) − 2,
+    with η*, β* functions of the size; seeds scatter ±1 % around the mean (the same factor at every
+    point of a seed, so ratios of seed means are exact)."""
+    rows = []
+    for size in sizes:
+        for seed in seeds:
+            for eta in etas:
+                for beta in betas:
+                    du, dv = np.log10(eta / eta_star(size)), np.log10(beta / beta_star(size))
+                    loss = 10 ** (curvature * (du * du + dv * dv) - 2) * (1 + 0.01 * (seed - 1))
+                    rows.append(dict(dataset="mnist", activation="tanh", param=param, algorithm="pc",
+                                     width=512 if axis == "depth" else size, depth=size if axis == "depth" else 8,
+                                     seed=seed, eta=eta, beta=beta, min_train_loss=loss, status="ok"))
+    return pd.DataFrame(rows)
+
+
+def write_sweep(results, records, name="toy"):
+    """Synthetic records as a sweep's files, with the columns a run adds that `synthetic` leaves out."""
+    filled = dict(inference_steps=records.depth, batch_size=64, epochs=1.0, final_train_loss=records.get("min_train_loss"),
+                  step_of_min=10, steps_run=100, test_acc_final=90.0, test_acc_max=90.0, wall_s=1.0, device="cpu",
+                  code_version="test", jax_version="test", created_at=pd.Timestamp("2026-01-01", tz="UTC"))
+    records = records.assign(**{k: v for k, v in filled.items() if k not in records.columns})
+    for (param, width, depth), cell in records.groupby(["param", "width", "depth"]):
+        write_cell(results, name, f"{param}-N{width}-H{depth}", cell)

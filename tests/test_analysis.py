@@ -5,34 +5,15 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import classification_data
+from conftest import BETAS, ETAS, classification_data, synthetic, write_sweep
 from typer.testing import CliRunner
 
 from mupc_sweep import analysis, plots
 from mupc_sweep.cli import app
 from mupc_sweep.records import cell_curves, cell_records
 from mupc_sweep.store import write_cell, write_curves
-from mupc_sweep.train import CellConfig, CellResult, train_cell
-
-ETAS = [0.5, 0.1, 0.05, 0.01]
-BETAS = [10.0, 5.0, 1.0, 0.5, 0.1, 0.05]
-
-
-def synthetic(sizes, eta_star, beta_star, *, etas=ETAS, betas=BETAS, seeds=(0, 1, 2), axis="depth", curvature=1.0):
-    """Records whose seed-mean log10 loss is curvature·((log η − log η*)² + (log β − log β*)²) − 2,
-    with η*, β* functions of the size; seeds scatter ±1 % around the mean."""
-    rows = []
-    for size in sizes:
-        for seed in seeds:
-            for eta in etas:
-                for beta in betas:
-                    du, dv = np.log10(eta / eta_star(size)), np.log10(beta / beta_star(size))
-                    loss = 10 ** (curvature * (du * du + dv * dv) - 2) * (1 + 0.01 * (seed - 1))
-                    rows.append(dict(dataset="mnist", activation="tanh", param="mupc", algorithm="pc",
-                                     width=512 if axis == "depth" else size, depth=size if axis == "depth" else 8,
-                                     seed=seed, eta=eta, beta=beta, min_train_loss=loss, status="ok"))
-    return pd.DataFrame(rows)
-
+from mupc_sweep.cell import CellConfig
+from mupc_sweep.train import CellResult, train_cell
 
 def test_surface_is_the_seed_mean_and_a_failed_seed_invalidates_a_point():
     records = synthetic([8], lambda s: 0.1, lambda s: 1.0)
@@ -73,18 +54,21 @@ def test_stable_optimum_transfers_with_unit_regret():
     assert report.warnings == [] and report.incomplete == []
 
 
-def test_drift_is_detected_and_extrapolated():
+def test_drift_is_detected_and_extrapolated_out_of_sample():
     etas = [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125]
     records = synthetic([8, 16, 32, 64], lambda s: 0.5 * 8 / s, lambda s: 1.0, etas=etas)
     (report,) = analysis.transfer(records, source=8, target=64)
+    assert report.drift_sizes == [8, 16, 32]  # the target itself never enters the fit
     assert report.drift["drifts"] and report.drift["log_eta_slope"] == pytest.approx(-np.log10(2))
     assert report.basis == "extrapolated drift" and report.recommended_eta == pytest.approx(0.0625)
-    assert report.regret == pytest.approx(1.0) and not report.optima_coincide
+    assert report.extrapolated_regret == pytest.approx(1.0) and not report.optima_coincide
+    # zero-shot, the source's optimum (η = 0.5) is 3 doublings = log10(8) decades off at H = 64
+    assert report.regret == pytest.approx(10 ** np.log10(8) ** 2) and report.transfer_holds is False
     assert any("drifts" in w for w in report.warnings)
 
     (naive,) = analysis.transfer(records[records.depth.isin([8, 64])], source=8, target=64)
     assert naive.drift is None and naive.recommended_eta == pytest.approx(0.5)
-    assert naive.regret > analysis.REGRET_OK and naive.transfer_holds is False
+    assert naive.regret > analysis.REGRET_OK and naive.transfer_holds is False and naive.extrapolated_regret is None
     assert any("does not hold" in w for w in naive.warnings)
 
 
@@ -111,7 +95,7 @@ def test_bad_inputs_are_value_errors():
         analysis.transfer(records, source=12, target=16)
     with pytest.raises(ValueError, match="lacks column.*min_train_loss"):
         analysis.transfer(records.drop(columns="min_train_loss"), source=8, target=16)
-    with pytest.raises(ValueError, match="axis must be one of depth, width"):
+    with pytest.raises(ValueError, match="axis: must be one of depth, width"):
         analysis.transfer(records, source=8, target=16, axis="height")
 
 
@@ -164,16 +148,6 @@ def test_transfer_figure_marks_each_sizes_optimum():
     assert len(fig.axes) == 2 and fig.axes[1].get_xlabel().startswith("β")
 
 
-def write_sweep(results, records, name="toy"):
-    """Synthetic records as a sweep's files, with the columns a run adds that `synthetic` leaves out."""
-    filled = dict(inference_steps=records.depth, batch_size=64, epochs=1.0, final_train_loss=records.get("min_train_loss"),
-                  step_of_min=10, steps_run=100, test_acc_final=90.0, test_acc_max=90.0, wall_s=1.0, device="cpu",
-                  code_version="test", jax_version="test", created_at=pd.Timestamp("2026-01-01", tz="UTC"))
-    records = records.assign(**{k: v for k, v in filled.items() if k not in records.columns})
-    for (depth,), cell in records.groupby(["depth"]):
-        write_cell(results, name, f"depth{depth}", cell)
-
-
 def test_cli_transfer_json_and_text(tmp_path):
     write_sweep(tmp_path, synthetic([8, 16, 32], lambda s: 0.1, lambda s: 1.0))
     runner = CliRunner()
@@ -198,7 +172,7 @@ def test_cli_transfer_shows_the_source_surface_and_strict_json_when_the_recommen
     assert family["regret"] is None and family["transfer_holds"] is False
     assert len(family["source_surface"]) == len(ETAS) * len(BETAS)
     text = runner.invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path)]).stdout
-    assert "the recommended point failed there" in text and "transfer does NOT hold" in text
+    assert "the source's optimum failed there" in text and "transfer does NOT hold" in text
     table = text.split("seed-mean min train loss at the source")[1].splitlines()[1:2 + len(ETAS)]
     assert table[0].split()[3:] == [f"{b:g}" for b in BETAS]
     row = {line.split()[0]: line.split()[1:] for line in table[1:]}
@@ -210,7 +184,7 @@ def test_cli_transfer_shows_the_source_surface_and_strict_json_when_the_recommen
     (["--from", "32", "--to", "8"], "--from (32) must be smaller than --to (8)"),
     (["--from", "12", "--to", "32"], "no sweep holds depth 12"),
     (["--from", "8", "--to", "32", "--sweep", "nope"], "no sweep 'nope'"),
-    (["--from", "8", "--to", "32", "--axis", "height"], "axis must be one of depth, width"),
+    (["--from", "8", "--to", "32", "--axis", "height"], "axis: must be one of depth, width"),
 ])
 def test_cli_transfer_bad_input_exits_2(tmp_path, args, message):
     write_sweep(tmp_path, synthetic([8, 32], lambda s: 0.1, lambda s: 1.0))
@@ -220,12 +194,12 @@ def test_cli_transfer_bad_input_exits_2(tmp_path, args, message):
 
 def test_cli_plot_writes_pngs_and_bad_input_writes_nothing(tmp_path):
     empty = tmp_path / "empty"
-    result = CliRunner().invoke(app, ["plot", str(empty)])
+    result = CliRunner().invoke(app, ["plot", "--results", str(empty)])
     assert result.exit_code == 2 and "no records" in result.stderr and not empty.exists()
     write_sweep(tmp_path, synthetic([8, 16], lambda s: 0.1, lambda s: 1.0))
-    bad = CliRunner().invoke(app, ["plot", str(tmp_path), "--axis", "height"])
+    bad = CliRunner().invoke(app, ["plot", "--results", str(tmp_path), "--axis", "height"])
     assert bad.exit_code == 2 and not (tmp_path / "toy" / "plots").exists()
-    result = CliRunner().invoke(app, ["plot", str(tmp_path)])
+    result = CliRunner().invoke(app, ["plot", "--results", str(tmp_path)])
     assert result.exit_code == 0, result.output
     pngs = sorted(p.name for p in (tmp_path / "toy" / "plots").iterdir())
     assert pngs == ["contours_mnist_tanh_mupc_pc_N512_by_depth.png", "transfer_mnist_tanh_mupc_pc_N512_by_depth.png"]
@@ -248,7 +222,7 @@ def test_real_tiny_sweep_to_a_transfer_recommendation(tmp_path):
     best = records.loc[records.min_train_loss.idxmin()]
     assert (family["source_optimum"]["eta"], family["source_optimum"]["beta"]) == (best.eta, best.beta)
     assert family["target_swept"] and family["regret"] >= 1.0
-    plotted = CliRunner().invoke(app, ["plot", str(tmp_path)])
+    plotted = CliRunner().invoke(app, ["plot", "--results", str(tmp_path)])
     assert plotted.exit_code == 0, plotted.output
     assert (tmp_path / "tiny" / "plots" / "accuracy_synthetic_tanh_mupc_pc_N16_by_depth.png").is_file()
 
@@ -291,7 +265,7 @@ def test_cli_transfer_on_a_table_missing_columns_exits_2(tmp_path):
     write_sweep(tmp_path, synthetic([8, 16], lambda s: 0.1, lambda s: 1.0).drop(columns="status"))
     result = CliRunner().invoke(app, ["transfer", "--from", "8", "--to", "16", "--results", str(tmp_path)])
     assert result.exit_code == 2 and "lacks the columns status" in result.stderr
-    assert CliRunner().invoke(app, ["plot", str(tmp_path)]).exit_code == 2
+    assert CliRunner().invoke(app, ["plot", "--results", str(tmp_path)]).exit_code == 2
     assert not (tmp_path / "toy" / "plots").exists()
 
 

@@ -27,23 +27,23 @@ def test_bench_cell_reports_rates_consistent_with_the_flop_model(monkeypatch):
 
 
 def test_step_floor_times_products_adam_and_transposes_and_restores_the_optimiser(monkeypatch):
-    from mupc_sweep import train
+    from mupc_sweep import step as step_module
 
     monkeypatch.syspath_prepend(str(_path.parent))
     floor_spec = importlib.util.spec_from_file_location("step_floor", _path.parent / "step_floor.py")
     floor = importlib.util.module_from_spec(floor_spec)
     floor_spec.loader.exec_module(floor)
-    adam = train.ADAM
+    adam = step_module.ADAM
 
     step, gradient_descent, run = floor.step_ms_with_and_without_adam(16, 3, 3)
-    assert train.ADAM is adam
+    assert step_module.ADAM is adam
     assert step > 0 and gradient_descent > 0
     assert floor.product_ms(run, 3) > 0  # the profiler's kernel names still match
     assert floor.transpose_ms(16, 3) > 0
 
     # The program without Adam really steps by the raw gradient: its losses part from Adam's after step 1.
     adam_losses = np.asarray(run()[0])
-    monkeypatch.setattr(train, "ADAM", floor.optax.identity())
+    monkeypatch.setattr(step_module, "ADAM", floor.optax.identity())
     gd_losses = np.asarray(floor.cell_program(16, 3, 3)()[0])
     assert adam_losses[0, 0] == gd_losses[0, 0]
     assert not np.allclose(adam_losses[0, 1:], gd_losses[0, 1:])

@@ -7,13 +7,22 @@ from typer.testing import CliRunner
 from mupc_sweep.cli import app
 
 runner = CliRunner()
-COMMANDS = [["train"], ["data", "fetch"]]
+def commands(group=app, prefix=()) -> list[tuple[str, ...]]:
+    """Every command of the typer app, sub-apps included, as its words on the command line."""
+    found = [(*prefix, c.name or c.callback.__name__) for c in group.registered_commands]
+    for sub in group.registered_groups:
+        found += commands(sub.typer_instance, (*prefix, sub.name))
+    return found
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+def test_the_command_list_is_the_whole_app():
+    assert set(commands()) >= {("train",), ("run",), ("status",), ("plot",), ("transfer",), ("data", "fetch")}
+
+
+@pytest.mark.parametrize("command", commands(), ids=" ".join)
 def test_every_command_has_help_with_an_example(command):
     result = runner.invoke(app, [*command, "--help"])
-    assert result.exit_code == 0 and "Example:" in result.output
+    assert result.exit_code == 0 and "Example: mupc-sweep " + " ".join(command) in result.output
 
 
 def test_train_prints_a_row_per_point(small_mnist, tmp_path):
@@ -24,7 +33,11 @@ def test_train_prints_a_row_per_point(small_mnist, tmp_path):
     assert result.exit_code == 0, result.output
     rows = [line for line in result.stdout.splitlines() if line.strip().startswith(("0 ", "1 "))]
     assert len(rows) == 4
-    assert "best η=" in result.stdout
+    # 3 steps, shorter than eval_every: the final evaluation is the first, where below 15 % stops a point
+    for row in rows:
+        status, test_acc_final = row.split()[7:9]
+        assert status == ("no_learning" if float(test_acc_final) < 15 else "ok"), row
+    assert "best η=" in result.stdout or "no valid point (every point diverged or stopped)" in result.stdout
 
 
 def test_train_bp_has_no_beta(small_mnist, tmp_path):
@@ -33,18 +46,18 @@ def test_train_bp_has_no_beta(small_mnist, tmp_path):
             "--epochs", "3", "--algorithm", "bp", "--eta", "0.1", "--eta", "0.01", "--eval-every", "100"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "best η=" in result.stdout and "β=" not in result.stdout and "<NA>" in result.stdout
+    assert "β=" not in result.stdout and "<NA>" in result.stdout
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--activation", "sigmoid"], "activation must be one of linear, tanh, relu; got 'sigmoid'"),
-    (["--eta", "-0.1"], "etas must hold positive finite learning rates"),
-    (["--batch-size", "0"], "batch_size must be an integer of at least 1"),
-    (["--dataset", "cifar10"], "dataset must be one of mnist, fashion_mnist"),
-    (["--seed", "0", "--seed", "0"], "--seed repeats a value (0, 0); give each once"),
-    (["--eta", "0.1", "--eta", "0.1"], "--eta repeats a value"),
-    (["--seed", "-1"], "seeds must be integers from 0 to 2**32 - 1; got [-1"),
-    (["--chunk", "-2"], "chunk must be an integer of at least 1; got -2"),
+    (["--activation", "sigmoid"], "activation: must be one of linear, tanh, relu; got 'sigmoid'"),
+    (["--eta", "-0.1"], "etas[0]: must be a positive learning rate; got -0.1"),
+    (["--batch-size", "0"], "batch_size: must be an integer of at least 1"),
+    (["--dataset", "cifar10"], "dataset: must be one of mnist, fashion_mnist"),
+    (["--seed", "0", "--seed", "0"], "--seed: must not repeat values; got [0, 0]"),
+    (["--eta", "0.1", "--eta", "0.1"], "--eta: must not repeat values"),
+    (["--seed", "-1"], "seeds[0]: must be an integer from 0 to 2**32 - 1; got -1"),
+    (["--chunk", "-2"], "chunk: must be an integer of at least 1; got -2"),
 ])
 def test_train_bad_input_exits_2_with_one_message(small_mnist, tmp_path, args, message):
     directory = write(tmp_path / "idx", small_mnist)
@@ -76,3 +89,17 @@ def test_version_and_a_directory_given_as_spec(tmp_path):
     assert version.exit_code == 0 and version.stdout.startswith("mupc-sweep ")
     result = runner.invoke(app, ["run", str(tmp_path)])
     assert result.exit_code == 2 and f"{tmp_path} is a directory; give a spec file" in result.stderr
+
+
+def test_one_bad_value_gets_one_message_from_a_spec_the_command_line_and_python(small_mnist, tmp_path):
+    from mupc_sweep import CellConfig, InputError
+    from mupc_sweep.spec import SpecError, parse_spec
+
+    body = "must be one of linear, tanh, relu; got 'gelu'."
+    with pytest.raises(InputError) as python:
+        CellConfig(width=8, depth=2, activation="gelu")
+    with pytest.raises(SpecError) as spec:
+        parse_spec({"network": {"width": 8, "depth": 2, "activation": "gelu"}, "grid": {"eta": [0.1], "beta": [1]}})
+    cli = runner.invoke(app, ["train", "--data-dir", str(write(tmp_path / "idx", small_mnist)), "--activation", "gelu"])
+    assert str(python.value) == f"activation: {body}" and str(spec.value) == f"network.activation: {body}"
+    assert cli.exit_code == 2 and cli.stderr.strip() == f"Error: activation: {body}"

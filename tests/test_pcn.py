@@ -1,4 +1,4 @@
-"""The network maths against SPEC §2 written layer by layer and its jax.grad (float64).
+"""The network maths against the energy written layer by layer and its jax.grad (float64).
 
 The reference keeps examples as rows, (B, ·); the package keeps them as columns, (·, B).
 """
@@ -156,5 +156,5 @@ def test_inference_from_the_feedforward_pass_moves_one_more_layer_per_step(x64, 
     ("param", "ntk", lambda: pcn.init_weights(jax.random.PRNGKey(0), "ntk", 4, 4, 2, 2)),
 ])
 def test_unknown_options_name_the_argument_and_the_choices(name, value, call):
-    with pytest.raises(ValueError, match=rf"^{name} must be one of .*; got '{value}'\.$"):
+    with pytest.raises(ValueError, match=rf"^{name}: must be one of .*; got '{value}'\.$"):
         call()

@@ -25,12 +25,12 @@ import yaml
 from conftest import fake_mnist, md5s, write
 from typer.testing import CliRunner
 
-from mupc_sweep import data, sweep
+from mupc_sweep import data, device, sweep
 from mupc_sweep.cli import app
 from mupc_sweep.data import load_dataset
 from mupc_sweep.spec import parse_spec
-from mupc_sweep.store import POINT_KEY, read_failure, read_records
-from mupc_sweep.train import GPU_XLA_FLAG
+from mupc_sweep.device import GPU_XLA_FLAG
+from mupc_sweep.store import POINT_KEY, load_records, read_failure
 
 # Four cells of a few seconds each: 2000 steps of 2 points.
 SPEC = {
@@ -169,7 +169,7 @@ def assert_every_point_once(results: Path, n_cells: int, points_per_cell: int) -
 def test_embedded_ray_listens_on_loopback_only_with_token_auth(sweep_files, tmp_path, ray_tmp):
     spec, data_dir, results, checksums = sweep_files
     spec.write_text(yaml.safe_dump({**SPEC, "network": {**SPEC["network"], "depth": [2, 3]}}))
-    driver = start_driver(tmp_path, checksums, spec, "--out", results, "--data-dir", data_dir)
+    driver = start_driver(tmp_path, checksums, spec, "--results", results, "--data-dir", data_dir)
     seen: set[tuple[int, str]] = set()
     environments = []
     try:
@@ -186,7 +186,7 @@ def test_embedded_ray_listens_on_loopback_only_with_token_auth(sweep_files, tmp_
     assert len({pid for pid, _ in seen}) >= 3, seen  # GCS, raylet and workers at least
     assert all(a.is_loopback for a in addresses), addresses
     assert any(env.get("RAY_AUTH_MODE") == "token" for env in environments)
-    assert len(read_records(results)) == 2 * 2
+    assert len(load_records(results)) == 2 * 2
 
 
 def test_stopped_or_killed_driver_resumes_and_holds_every_point_once(sweep_files, tmp_path, ray_tmp):
@@ -198,7 +198,7 @@ def test_stopped_or_killed_driver_resumes_and_holds_every_point_once(sweep_files
 
     def stop_after_a_cell(sig: int) -> subprocess.Popen:
         done = len(list(records.glob("*.parquet"))) if records.exists() else 0
-        driver = start_driver(tmp_path, checksums, spec, "--out", results, "--data-dir", data_dir)
+        driver = start_driver(tmp_path, checksums, spec, "--results", results, "--data-dir", data_dir)
         tree = {driver.pid}
         try:
             wait_for(lambda: len(list(records.glob("*.parquet"))) > done or driver.poll() is not None, 180,
@@ -265,10 +265,12 @@ def test_a_cell_whose_points_all_diverge_is_recorded_and_the_sweep_goes_on(sweep
                                     "training": {**SPEC["training"], "epochs": 1}, "grid": {**SPEC["grid"], "beta": [1e10]}}))
     result = CliRunner().invoke(app, ["run", str(spec), "--out", str(results), "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
-    table = read_records(results).set_index("algorithm")
-    assert (table.loc["pc", "status"] == "diverged").all() and (table.loc["bp", "status"] == "ok").all()
+    table = load_records(results).set_index("algorithm")
+    assert (table.loc["pc", "status"] == "diverged").all()
+    bp = table.loc["bp"]  # trained to the end; shorter than eval_every, so judged at the final evaluation
+    assert (bp.steps_run == 20).all() and (bp.status == np.where(bp.test_acc_final < 15, "no_learning", "ok")).all()
     assert "no valid point" in result.stdout
-    status = CliRunner().invoke(app, ["status", str(results)])
+    status = CliRunner().invoke(app, ["status", "--results", str(results)])
     assert "2/2 cells done" in status.stdout and "linear-mupc-pc-N8-H3-T3: no valid point" in status.stdout
 
 
@@ -319,11 +321,11 @@ def test_sigterm_does_what_sigint_does_or_stops_outright():
 
 
 def test_device_settings_share_a_gpu_and_keep_cpu_trials_off_it():
-    assert sweep.device_settings(0, {}) == {"JAX_PLATFORMS": "cpu"}
-    quarter = float(sweep.device_settings(0.25, {})["XLA_PYTHON_CLIENT_MEM_FRACTION"])
-    assert 4 * quarter <= 1 and quarter == pytest.approx(0.25 * sweep.GPU_MEMORY_SHARE)
-    assert float(sweep.device_settings(1, {})["XLA_PYTHON_CLIENT_MEM_FRACTION"]) <= 1
+    assert device.trial_settings(0, {}) == {"JAX_PLATFORMS": "cpu"}
+    quarter = float(device.trial_settings(0.25, {})["XLA_PYTHON_CLIENT_MEM_FRACTION"])
+    assert 4 * quarter <= 1 and quarter == pytest.approx(0.25 * device.GPU_MEMORY_SHARE)
+    assert float(device.trial_settings(1, {})["XLA_PYTHON_CLIENT_MEM_FRACTION"]) <= 1
     # the user's own memory fraction and XLA flags stay; GPU trials add the compile flag
-    assert sweep.device_settings(0.5, {"XLA_CLIENT_MEM_FRACTION": "0.3"}) == {"XLA_FLAGS": GPU_XLA_FLAG}
-    flags = sweep.device_settings(1, {"XLA_FLAGS": "--xla_dump_to=/tmp/hlo"})["XLA_FLAGS"]
+    assert device.trial_settings(0.5, {"XLA_CLIENT_MEM_FRACTION": "0.3"}) == {"XLA_FLAGS": GPU_XLA_FLAG}
+    flags = device.trial_settings(1, {"XLA_FLAGS": "--xla_dump_to=/tmp/hlo"})["XLA_FLAGS"]
     assert flags.split() == ["--xla_dump_to=/tmp/hlo", GPU_XLA_FLAG]

@@ -1,4 +1,4 @@
-"""The grid trainer: SPEC §3 steps against a jax.grad reference and by hand, grids, chunks, stopping rules."""
+"""The grid trainer: training steps against a jax.grad reference and by hand, grids, chunks, stopping rules."""
 
 import json
 import os
@@ -15,7 +15,9 @@ from conftest import classification_data, random_batches, random_net, ref_forwar
 from mupc_sweep import CellConfig, train_cell, train_points
 from mupc_sweep.pcn import Weights, init_weights, scalings
 from mupc_sweep.records import cell_records, loss_summary
-from mupc_sweep.train import DIVERGED, GPU_XLA_FLAG, NO_LEARNING, OK, Net, balanced_chunk, init_state, point_step, xla_flags
+from mupc_sweep.device import GPU_XLA_FLAG, xla_flags
+from mupc_sweep.step import DIVERGED, NO_LEARNING, OK, Net, init_state, point_step
+from mupc_sweep.train import balanced_chunk, network
 
 
 def test_tiny_linear_network_by_hand(x64):
@@ -219,7 +221,7 @@ def test_program_size_grows_with_log_depth():
     """One loop body per inference window: each doubling of H (with T = H) adds the same few equations."""
 
     def n_equations(depth):
-        net = CellConfig(width=8, depth=depth).net(4)
+        net = network(CellConfig(width=8, depth=depth), 4)
         state = init_state(init_weights(jax.random.PRNGKey(0), "mupc", 4, 8, depth, 2))
         jaxpr = jax.make_jaxpr(lambda s: point_step(s, jnp.ones((4, 3)), jnp.ones((2, 3)), 0.1, 0.1, net))(state)
         return len(jaxpr.eqns)
@@ -244,12 +246,12 @@ def test_every_product_of_the_cell_program_is_full_float32(algorithm):
 
 
 def test_every_product_of_the_verification_entry_point_is_full_float32():
-    from mupc_sweep import train as train_module
+    from mupc_sweep import verify
 
     w = init_weights(jax.random.PRNGKey(0), "mupc", 4, 8, 3, 2)
     net = Net("tanh", "pc", 3, scalings("mupc", 4, 8, 3))
     xs, ys = jnp.ones((2, 5, 4)), jnp.ones((2, 5, 2))
-    text = train_module._train_points.lower(w, xs, ys, jnp.full(3, 0.1), jnp.full(3, 0.1), net=net).as_text()
+    text = verify._train_points.lower(w, xs, ys, jnp.full(3, 0.1), jnp.full(3, 0.1), net=net).as_text()
     dots = [line for line in text.splitlines() if "dot_general" in line]
     assert len(dots) >= 6 and all("precision = [HIGHEST, HIGHEST]" in line for line in dots)
 
@@ -271,13 +273,13 @@ def test_a_cpu_process_accepts_the_gpu_compile_flag():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(activation="gelu"), "activation must be one of linear, tanh, relu; got 'gelu'"),
-    (dict(param="ntk"), "param must be one of mupc, sp"),
-    (dict(algorithm="ep"), "algorithm must be one of pc, bp"),
-    (dict(width=0), "width must be an integer of at least 1"),
-    (dict(batch_size=-64), "batch_size must be an integer of at least 1"),
-    (dict(epochs=0), "epochs must be a positive number"),
-    (dict(inference_steps=-1), "inference_steps must be an integer of at least 0"),
+    (dict(activation="gelu"), "activation: must be one of linear, tanh, relu; got 'gelu'"),
+    (dict(param="ntk"), "param: must be one of mupc, sp"),
+    (dict(algorithm="ep"), "algorithm: must be one of pc, bp"),
+    (dict(width=0), "width: must be an integer of at least 1"),
+    (dict(batch_size=-64), "batch_size: must be an integer of at least 1"),
+    (dict(epochs=0), "epochs: must be a positive number"),
+    (dict(inference_steps=-1), "inference_steps: must be an integer of at least 0"),
 ])
 def test_bad_cell_settings_are_one_clear_value_error(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -286,27 +288,27 @@ def test_bad_cell_settings_are_one_clear_value_error(overrides, message):
 
 def test_bad_grids_and_shapes_are_value_errors():
     data = classification_data(6, 64, 10)
-    with pytest.raises(ValueError, match="etas must hold positive finite learning rates"):
+    with pytest.raises(ValueError, match=r"etas\[0\]: must be a positive learning rate; got -0.1"):
         train_cell(small_cell(), *data, [0], [-0.1], [0.5])
-    with pytest.raises(ValueError, match="betas must hold positive finite learning rates"):
+    with pytest.raises(ValueError, match=r"betas\[0\]: must be a positive learning rate; got 0.0"):
         train_cell(small_cell(), *data, [0], [0.1], [0.0])
     with pytest.raises(ValueError, match="one length"):
         train_cell(small_cell(), *data, [0, 1], [0.1], [0.5])
     for seed in (-1, 2**32):
-        with pytest.raises(ValueError, match=r"seeds must be integers from 0 to 2\*\*32 - 1"):
+        with pytest.raises(ValueError, match=r"seeds\[0\]: must be an integer from 0 to 2\*\*32 - 1"):
             train_cell(small_cell(), *data, [seed], [0.1], [0.5])
-    with pytest.raises(ValueError, match="chunk must be an integer of at least 1; got 0"):
+    with pytest.raises(ValueError, match="chunk: must be an integer of at least 1; got 0"):
         train_cell(small_cell(), *data, [0], [0.1], [0.5], chunk=0)
     ws = random_net(0, 3, 4, 2, 2, np.float32)
     xs, ys = random_batches(0, 2, 2, 3, 2, np.float32)
     kw = dict(activation="tanh", param="mupc", etas=np.array([0.1]), betas=np.array([0.1]), inference_steps=1)
-    with pytest.raises(ValueError, match=r"xs must have shape \(S, B, 3\)"):
+    with pytest.raises(ValueError, match=r"xs: must have shape \(S, B, 3\)"):
         train_points(ws, xs[..., :2], ys, **kw)
-    with pytest.raises(ValueError, match=r"ys must have shape \(2, 2, 2\)"):
+    with pytest.raises(ValueError, match=r"ys: must have shape \(2, 2, 2\)"):
         train_points(ws, xs, ys[..., :1], **kw)
-    with pytest.raises(ValueError, match=r"weights\[1\] must have shape \(out, 4\)"):
+    with pytest.raises(ValueError, match=r"weights\[1\]: must have shape \(out, 4\)"):
         train_points([ws[0], ws[1][:, :3], ws[2]], xs, ys, **kw)
-    with pytest.raises(ValueError, match="etas and betas must have one length"):
+    with pytest.raises(ValueError, match="etas, betas: must be 1-D and of one length"):
         train_points(ws, xs, ys, **{**kw, "betas": np.array([0.1, 0.2])})
 
 

@@ -1,0 +1,214 @@
+"""Transfer verdicts on synthetic surfaces with known answers: the zero-shot regret, out-of-sample
+extrapolation, the seed bootstrap (optimum probabilities, the regret interval), the stability edge."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ETAS as ETAS_SYNTHETIC
+from conftest import synthetic, write_sweep
+from typer.testing import CliRunner
+
+from mupc_sweep import analysis
+from mupc_sweep.cli import app
+
+ETAS = [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625]
+
+
+def drifting(sizes, **kw):
+    """An SP-like surface: η* halves with every doubling of the size, from 0.5 at size 8; β* = 1."""
+    return synthetic(sizes, lambda s: 0.5 * 8 / s, lambda s: 1.0, etas=ETAS, **kw)
+
+
+def test_zero_shot_regret_is_the_targets_loss_at_the_sources_optimum_over_its_best():
+    # η* at 8 is 0.5, at 32 it is 0.125: the source's optimum is log10(4) decades off at the target.
+    (report,) = analysis.transfer(drifting([8, 32]), source=8, target=32)
+    assert report.recommended_eta == pytest.approx(0.5) and report.basis == "source grid optimum"
+    assert report.regret == pytest.approx(10 ** (np.log10(4) ** 2))
+    assert report.transfer_holds is False and report.optima_coincide is False
+    # curvature small enough that the same drift costs under 10 %: transfer holds, optima still differ
+    (flat,) = analysis.transfer(drifting([8, 32], curvature=0.1), source=8, target=32)
+    assert flat.regret == pytest.approx(10 ** (0.1 * np.log10(4) ** 2)) and flat.regret <= analysis.REGRET_OK
+    assert flat.transfer_holds is True and flat.optima_coincide is False
+
+
+def test_a_drifting_optimum_never_grades_itself():
+    """The issue's case: the optimum moves with depth, the recommendation is extrapolated, and the
+    verdict is still the zero-shot one."""
+    records = drifting([8, 16, 32, 64, 128])
+    (report,) = analysis.transfer(records, source=8, target=128)
+    assert report.basis == "extrapolated drift" and report.drift_sizes == [8, 16, 32, 64]
+    assert report.regret == pytest.approx(10 ** (np.log10(16) ** 2)) and report.transfer_holds is False
+    assert report.extrapolated_regret == pytest.approx(1.0)  # the fit reached 0.03125 = η* at 128
+
+
+def test_removing_the_target_or_sizes_beyond_it_leaves_the_recommendation_unchanged():
+    records = drifting([8, 16, 32, 64])
+    (full,) = analysis.transfer(records, source=8, target=64)
+    (without,) = analysis.transfer(records[records.depth != 64], source=8, target=64)
+    beyond = synthetic([128], lambda s: 1.0, lambda s: 0.05, etas=ETAS)  # a wild optimum past the target
+    (with_beyond,) = analysis.transfer(pd.concat([records, beyond]), source=8, target=64)
+    for other in (without, with_beyond):
+        assert (other.recommended_eta, other.recommended_beta, other.basis) == (
+            full.recommended_eta, full.recommended_beta, full.basis)
+        assert other.drift_sizes == [8, 16, 32]
+    assert not without.target_swept and without.regret is None and without.extrapolated_regret is None
+
+
+def test_fewer_than_three_sizes_before_the_target_means_no_extrapolation():
+    records = drifting([8, 16, 32, 64])
+    (report,) = analysis.transfer(records, source=8, target=32)  # 8 and 16 only; 64 lies beyond
+    assert report.drift_sizes == [8, 16] and report.drift is None and report.basis == "source grid optimum"
+    assert report.recommended_eta == pytest.approx(0.5)
+
+
+def test_text_says_when_there_is_no_extrapolation(tmp_path):
+    write_sweep(tmp_path, drifting([8, 16, 32, 64]))
+    text = CliRunner().invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path)]).stdout
+    assert "no extrapolation: 2 swept size(s) below depth 32 (8, 16); a drift fit needs 3" in text
+    assert "zero-shot regret 2.304" in text and "transfer does NOT hold" in text
+
+
+def seed_table(losses: dict[tuple[float, float], list[float]], size: int = 8) -> pd.DataFrame:
+    """Records of one size whose per-seed min losses are given for each (η, β)."""
+    rows = [dict(dataset="mnist", activation="tanh", param="mupc", algorithm="pc", width=64, depth=size, seed=seed,
+                 eta=eta, beta=beta, min_train_loss=loss, status="ok")
+            for (eta, beta), per_seed in losses.items() for seed, loss in enumerate(per_seed)]
+    return pd.DataFrame(rows)
+
+
+def probabilities(records: pd.DataFrame, size: int = 8) -> dict[tuple[float, float], float]:
+    surface = analysis.surfaces(records).sort_values(["eta", "beta"]).reset_index(drop=True)
+    means = analysis.bootstrap_means(records, surface, size=size)
+    return {(p["eta"], p["beta"]): p["probability"] for p in analysis.optimum_probability(surface, means)}
+
+
+def test_bootstrap_splits_two_equal_optima_and_is_sure_of_a_clear_one():
+    rng = np.random.default_rng(1)
+    noise = 1 + 0.05 * rng.normal(size=10)
+    swapped = noise.reshape(5, 2)[:, ::-1].ravel()  # seed pairs swapped: the same values, other seeds
+    records = seed_table({(0.1, 1.0): 0.01 * noise, (0.05, 1.0): 0.01 * swapped, (0.5, 1.0): 0.02 * noise})
+    p = probabilities(records)
+    assert p[(0.1, 1.0)] + p[(0.05, 1.0)] == pytest.approx(1.0) and (0.5, 1.0) not in p
+    assert 0.4 < p[(0.1, 1.0)] < 0.6
+    clear = seed_table({(0.1, 1.0): 0.01 * noise, (0.05, 1.0): 0.013 * swapped})
+    assert probabilities(clear) == {(0.1, 1.0): 1.0}
+
+
+def test_bootstrap_is_reproducible_and_needs_two_seeds():
+    records = seed_table({(0.1, 1.0): [0.010, 0.013, 0.009], (0.05, 1.0): [0.011, 0.010, 0.012]})
+    assert probabilities(records) == probabilities(records)
+    one = records[records.seed == 0]
+    assert analysis.bootstrap_means(one, analysis.surfaces(one), size=8) is None
+    (report,) = analysis.transfer(synthetic([8, 16], lambda s: 0.1, lambda s: 1.0, seeds=(0,)), source=8, target=16)
+    assert report.regret == pytest.approx(1.0) and report.regret_interval is None and report.optimum_probability is None
+
+
+def test_regret_interval_covers_the_true_regret():
+    """Seeds scatter each point independently (5 %); over 20 synthetic sweeps the 90 % interval
+    must hold the noise-free regret in most of them, and be a real interval, not a point."""
+    true_regret = 10 ** (np.log10(2) ** 2)  # the source's optimum is one doubling off at the target
+    covered, widths = 0, []
+    for trial in range(20):
+        records = synthetic([8, 16], lambda s: 0.1 if s == 8 else 0.05, lambda s: 1.0,
+                            etas=[0.4, 0.2, 0.1, 0.05, 0.025], seeds=range(8))
+        rng = np.random.default_rng(trial)
+        records["min_train_loss"] *= (1 + 0.05 * rng.normal(size=len(records))) / (1 + 0.01 * (records.seed - 1))
+        (report,) = analysis.transfer(records, source=8, target=16)
+        lo, hi = report.regret_interval
+        covered += lo <= true_regret <= hi
+        widths.append(hi - lo)
+    assert covered >= 15 and min(widths) > 0
+
+
+def test_regret_interval_is_infinite_where_the_sources_optimum_fails_at_the_target_in_some_resamples():
+    records = synthetic([8, 16], lambda s: 0.1, lambda s: 1.0, seeds=range(4))
+    # at 8, seed noise makes (0.1, 1) and (0.05, 1) near-equal; at 16, (0.05, 1) failed
+    at_8 = (records.depth == 8) & (records.eta == 0.05) & (records.beta == 1.0)
+    records.loc[at_8, "min_train_loss"] = 0.0100 * np.array([0.9, 1.1, 1.0, 1.0])
+    records.loc[(records.depth == 8) & (records.eta == 0.1) & (records.beta == 1.0), "min_train_loss"] = (
+        0.0100 * np.array([1.1, 0.9, 1.0, 1.0]) + 1e-6)
+    records.loc[(records.depth == 16) & (records.eta == 0.05) & (records.beta == 1.0), "status"] = "diverged"
+    (report,) = analysis.transfer(records, source=8, target=16)
+    assert report.regret_interval[1] == np.inf
+
+
+def edge_records(eta_edge, beta_edge, sizes=(8, 16, 32)):
+    """Surfaces with the optimum at (0.1, 1) whose points diverge above size-dependent η and β edges."""
+    etas, betas = [1.0, 0.5, 0.1, 0.05, 0.01], [100.0, 10.0, 1.0, 0.1]
+    records = synthetic(sizes, lambda s: 0.1, lambda s: 1.0, etas=etas, betas=betas)
+    too_big = (records.eta > records.depth.map(eta_edge)) | (records.beta > records.depth.map(beta_edge))
+    records.loc[too_big & (records.seed == 1), "status"] = "diverged"  # one seed is enough to fail a point
+    return records
+
+
+def test_stability_edge_per_size_and_its_drift():
+    stable = edge_records(lambda s: 0.5, lambda s: 10.0)
+    (report,) = analysis.transfer(stable, source=8, target=32)
+    assert [(e["size"], e["eta"], e["beta"]) for e in report.stability_edge] == [
+        (8, 0.5, 10.0), (16, 0.5, 10.0), (32, 0.5, 10.0)]
+    assert not any(e["eta_at_grid_edge"] or e["beta_at_grid_edge"] for e in report.stability_edge)
+    assert report.stability_drift == {"eta_decades": 0.0, "beta_decades": 0.0, "drifts": False}
+
+    shrinking = edge_records({8: 1.0, 16: 0.5, 32: 0.1}.get, {8: 100.0, 16: 10.0, 32: 10.0}.get)
+    (report,) = analysis.transfer(shrinking, source=8, target=32)
+    assert [(e["eta"], e["beta"]) for e in report.stability_edge] == [(1.0, 100.0), (0.5, 10.0), (0.1, 10.0)]
+    assert report.stability_edge[0]["eta_at_grid_edge"] and report.stability_edge[0]["beta_at_grid_edge"]
+    assert report.stability_drift["eta_decades"] == pytest.approx(1.0) and report.stability_drift["drifts"]
+
+
+def test_cli_json_and_text_carry_the_verdict_and_its_uncertainty(tmp_path):
+    write_sweep(tmp_path, edge_records(lambda s: 0.5, lambda s: 10.0))
+    runner = CliRunner()
+    out = runner.invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path), "--json"])
+    assert out.exit_code == 0, out.output
+    (family,) = json.loads(out.stdout)["families"]
+    assert family["regret"] == pytest.approx(1.0) and family["transfer_holds"] is True
+    assert family["regret_interval"] == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert family["extrapolated_regret"] is None and family["basis"] == "source grid optimum"
+    top = [p for p in family["optimum_probability"] if p["size"] == 8]
+    assert top == [{"size": 8, "eta": 0.1, "beta": 1.0, "probability": 1.0}]
+    assert [e["eta"] for e in family["stability_edge"]] == [0.5, 0.5, 0.5]
+    text = runner.invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path)]).stdout
+    assert "zero-shot regret 1.000 (90 % seed-bootstrap interval 1.000–1.000)" in text
+    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith("    ") and line.split()[0].isdigit()}
+    assert rows["8"].split() == ["8", "(η", "0.1,", "β", "1)", "0.01", "(η", "0.1,", "β", "1)", "1.00", "η", "0.5,", "β", "10"]
+    assert "stability edge across depth: moves η 0.00 decades, β 0.00 (stable)" in text
+
+
+def test_a_sweep_of_two_parameterisations_reports_each_apart(tmp_path):
+    mupc = synthetic([8, 16, 32], lambda s: 0.1, lambda s: 1.0)
+    sp = drifting([8, 16, 32], param="sp")
+    write_sweep(tmp_path, pd.concat([mupc, sp]))
+    out = CliRunner().invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path), "--json"])
+    assert out.exit_code == 0, out.output
+    verdicts = {f["family"]["param"]: f["transfer_holds"] for f in json.loads(out.stdout)["families"]}
+    assert verdicts == {"mupc": True, "sp": False}
+    plotted = CliRunner().invoke(app, ["plot", "--results", str(tmp_path)])
+    assert plotted.exit_code == 0, plotted.output
+    names = sorted(p.name for p in (tmp_path / "toy" / "plots").glob("contours_*.png"))
+    assert names == ["contours_mnist_tanh_mupc_pc_N512_by_depth.png", "contours_mnist_tanh_sp_pc_N512_by_depth.png"]
+
+
+def test_bp_has_a_null_beta_everywhere(tmp_path):
+    """A bp sweep's β is null in its records, its surfaces and every β field of the report."""
+    records = synthetic([8, 16, 32], lambda s: 0.1, lambda s: 1.0, betas=[1.0]).assign(algorithm="bp", beta=None)
+    records["beta"] = records["beta"].astype("Float64")
+    surface = analysis.surfaces(records)
+    assert surface["beta"].isna().all() and len(surface) == 3 * len(ETAS_SYNTHETIC)
+    write_sweep(tmp_path, records)
+    out = CliRunner().invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path), "--json"])
+    assert out.exit_code == 0, out.output
+    (family,) = json.loads(out.stdout)["families"]
+    assert family["recommended_beta"] is None and family["source_optimum"]["beta"] is None
+    assert family["source_optimum"]["basin_beta"] is None and family["source_optimum"]["refined_beta"] is None
+    assert {p["beta"] for p in family["source_surface"]} == {None}
+    assert {p["beta"] for p in family["optimum_probability"]} == {None}
+    assert {e["beta"] for e in family["stability_edge"]} == {None}
+    assert family["regret"] == pytest.approx(1.0) and family["transfer_holds"]
+    text = CliRunner().invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path)]).stdout
+    assert "β" not in text.split("seed-mean min train loss")[0]
+    plotted = CliRunner().invoke(app, ["plot", "--results", str(tmp_path)])
+    assert plotted.exit_code == 0, plotted.output
+    assert [p.name for p in (tmp_path / "toy" / "plots").iterdir()] == ["transfer_mnist_tanh_mupc_bp_N512_by_depth.png"]
