@@ -26,11 +26,14 @@ from .store import load_records as load_records
 __version__ = "0.1.0"
 
 # name -> module of the names that need JAX, imported when first asked for
-_LAZY = {"train_cell": "train", "CellResult": "train", "train_points": "verify"}
+_LAZY = {"train_cell": "train", "CellResult": "train", "train_points": "verify",
+         "activity_hessian": "hessian", "activity_spectrum": "hessian", "coord_check": "coord",
+         "coord_figure": "coord_plots", "condition_figure": "coord_plots"}
 
 __all__ = [
     "CellConfig", "CellResult", "Error", "InputError", "TransferReport", "figures", "load_curves", "load_records",
     "surfaces", "train_cell", "train_points", "transfer",
+    "activity_hessian", "activity_spectrum", "condition_figure", "coord_check", "coord_figure",
 ]
 
 

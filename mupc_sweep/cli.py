@@ -137,93 +137,113 @@ def run(
     results: Results = Path("results"),
     address: Annotated[str | None, typer.Option(
         help="Ray cluster to join (host:port of its head, or auto; default $RAY_ADDRESS, else Ray embedded here)")] = None,
-    cpus_per_cell: Annotated[float | None, typer.Option(help="override resources.cpu of the spec")] = None,
-    gpus_per_cell: Annotated[float | None, typer.Option(help="override resources.gpu of the spec (fractions share a GPU)")] = None,
-    dry_run: Annotated[bool, typer.Option(help="list the cells, points and estimated FLOPs; train nothing")] = False,
+    points_per_trial: Annotated[int | None, typer.Option(
+        help="points a trial trains at most (default: resources.points_per_trial, else sized from the cluster)")] = None,
+    cpus_per_trial: Annotated[float | None, typer.Option(help="override resources.cpu of the spec")] = None,
+    gpus_per_trial: Annotated[float | None, typer.Option(
+        help="override resources.gpu of the spec (fractions share a GPU)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="show the trials, their estimated cost and wall time; train nothing")] = False,
+    slots: Annotated[int | None, typer.Option(help="with --dry-run: plan for this many trial slots")] = None,
     restart: Annotated[bool, typer.Option(help="delete this sweep's earlier records and start over")] = False,
     data_dir: DataDir = None,
     out: Annotated[Path | None, typer.Option("--out", hidden=True, help="old name of --results")] = None,
+    cpus_per_cell: Annotated[float | None, typer.Option(hidden=True, help="old name of --cpus-per-trial")] = None,
+    gpus_per_cell: Annotated[float | None, typer.Option(hidden=True, help="old name of --gpus-per-trial")] = None,
 ) -> None:
-    """Train every cell of a sweep that has no records yet, one Ray Tune trial per cell.
+    """Train every point of a sweep that has no record yet, in Ray Tune trials of whole cells or shards.
 
-    Each finished cell is written at once, so an interrupted sweep resumes where it stopped.
+    Each finished trial is written at once, so an interrupted sweep resumes where it stopped.
 
     Example: mupc-sweep run sweeps/quick.yaml --results results
     """
+    from .checks import check_int
     from .console import ProgressBar, SweepProgress
+    from .cost import N_TRAIN
     from .data import load_dataset
     from .errors import InputError
-    from .runner import N_TRAIN, check_resumable, pending, plan, prepare
+    from .lock import DriverLock
+    from .report import plan_text
+    from .runner import check_resumable, pending, pending_points, prepare, trials_for
+    from .shards import local_slots, trial_table, wall_time
     from .spec import load_spec, with_resources
-    from .sweep import SweepEvents, check_fits, connect, disconnect, resolve_address, run_trials
+    from .sweep import SweepEvents, check_fits, cluster_slots, connect, disconnect, resolve_address, run_trials
 
     results = out if out is not None else results
     try:
         if results.exists() and not results.is_dir():
             raise InputError(f"--results: {results} is a file, not a results directory.")
-        spec = with_resources(load_spec(spec_file), cpu=cpus_per_cell, gpu=gpus_per_cell)
+        if slots is not None:
+            check_int("--slots", slots, minimum=1)
+        spec = with_resources(load_spec(spec_file), cpu=cpus_per_trial if cpus_per_cell is None else cpus_per_cell,
+                              gpu=gpus_per_trial if gpus_per_cell is None else gpus_per_cell,
+                              points_per_trial=points_per_trial)
         check_resumable(spec, results, restart=restart)
-        table = plan(spec)
         for cell in spec.cells():
             cell.check_steps(N_TRAIN)
+        todo = {c: list(range(len(spec.points(c.algorithm)))) for c in spec.cells()} if restart else (
+            pending_points(spec, results))
         if dry_run:
-            typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-            typer.echo(f"\n{len(table)} cells, {table.points.sum()} points, {table.tflops.sum():.3g} TFLOP "
-                       "(matrix products of training and evaluation)")
+            n_slots = slots or local_slots(spec.cpu, spec.gpu) or 1
+            planned, whole = trials_for(spec, todo, n_slots), trials_for(spec, todo, n_slots, sharded=False)
+            typer.echo(plan_text(trial_table(planned), slots=n_slots, where="--slots" if slots else "this machine",
+                                 wall_s=wall_time([t.seconds for t in planned], n_slots),
+                                 unsharded_s=wall_time([t.seconds for t in whole], n_slots),
+                                 device="GPU" if spec.gpu > 0 else "CPU"))
             return
         data = load_dataset(spec.dataset, data_dir)
         for cell in spec.cells():
             cell.check_steps(len(data.x_train))
     except Error as error:
         raise fail(str(error)) from None
-    cost = dict(zip(table.cell_id, table.tflops))
-    todo = sorted(pending(spec, results) if not restart else spec.cells(), key=lambda c: -cost[c.cell_id])
-    # longest first, so that no trial slot sits idle while one long cell finishes last
-    if not todo:
+    n_left = sum(map(len, todo.values()))
+    if not n_left:
         prepare(spec, results, restart=False)
-        typer.echo(f"{spec.name}: all {len(table)} cells done -> {results / spec.name}", err=True)
+        typer.echo(f"{spec.name}: all {len(todo)} cells done -> {results / spec.name}", err=True)
         return
     try:
         cluster = connect(address)
         warning = check_fits(spec, strict=resolve_address(address) is None)
+        trials = trials_for(spec, todo, cluster_slots(spec))
+        with DriverLock(results, spec.name):
+            try:
+                prepare(spec, results, restart=restart)
+            except OSError as error:
+                raise InputError(f"--results: cannot write the results under {results}: {error}.") from None
+            n_points = sum(len(spec.points(c.algorithm)) for c in todo)
+            typer.echo(f"{spec.name}: {len(todo)} cells, {n_points - n_left} of {n_points} points done, "
+                       f"{len(trials)} trials to run -> {results / spec.name}\n{cluster}; {spec.cpu:g} CPU, "
+                       f"{spec.gpu:g} GPU per trial", err=True)
+            if warning:
+                typer.echo(f"Warning: {warning}", err=True)
+            bar = ProgressBar("sweep")
+            shown = SweepProgress({t.stem: t.seconds for t in trials}, bar, typer.echo)
+            events = SweepEvents(progress=shown.progress, done=shown.done, retry=shown.retry, failed=shown.failed)
+            failures = run_trials(spec, data, results, trials, events)
+            bar.close()
+            typer.echo(f"{len(trials)} trials, {shown.compiles} programs compiled", err=True)
     except Error as error:
-        disconnect()
         raise fail(str(error)) from None
-    try:
-        try:
-            prepare(spec, results, restart=restart)
-        except OSError as error:
-            raise fail(f"cannot write the results under {results}: {error}.") from None
-        typer.echo(f"{spec.name}: {len(table)} cells, {len(table) - len(todo)} done, {len(todo)} to train "
-                   f"-> {results / spec.name}\n{cluster}; {spec.cpu:g} CPU, {spec.gpu:g} GPU per cell", err=True)
-        if warning:
-            typer.echo(f"Warning: {warning}", err=True)
-        bar = ProgressBar("sweep")
-        shown = SweepProgress({c.cell_id: cost[c.cell_id] for c in todo}, bar, typer.echo)
-        events = SweepEvents(progress=shown.progress, done=shown.done, retry=shown.retry, failed=shown.failed)
-        failures = run_trials(spec, data, results, todo, events)
-        bar.close()
     finally:
         disconnect()
     left = pending(spec, results)
     if left:
-        failed = f" ({len(failures)} failed, noted in {results / spec.name / 'failed'})" if failures else ""
-        typer.echo(f"{len(left)} of {len(table)} cells are not done{failed}; run the same command again to "
+        failed = f" ({len(failures)} trials failed, noted in {results / spec.name / 'failed'})" if failures else ""
+        typer.echo(f"{len(left)} of {len(todo)} cells are not done{failed}; run the same command again to "
                    "train them.", err=True)
         raise typer.Exit(code=1)
 
 
 @app.command()
 def status(results: Results = Path("results")) -> None:
-    """Each sweep under RESULTS: cells done and pending, and the best point of every finished cell.
+    """Each sweep under RESULTS: cells done, points done and pending, the best point of every finished cell.
 
     Example: mupc-sweep status --results results
     """
     import pandas as pd
 
-    from .report import best_text
-    from .runner import kept_spec, pending, spec_path
-    from .store import read_failure, records_dir, sweeps
+    from .report import cell_status
+    from .runner import pending_points
+    from .store import cell_files, done_points, kept_spec, read_failure, spec_path, sweeps
 
     kept = [p.parent.name for p in Path(results).glob("*/spec.yaml")] if Path(results).is_dir() else []
     names = sorted(set(kept) | set(sweeps(results)))
@@ -238,18 +258,17 @@ def status(results: Results = Path("results")) -> None:
         except Error as error:
             typer.echo(f"{name}: unreadable spec.yaml ({error})")
             continue
-        cells, todo = spec.cells(), pending(spec, results)
-        typer.echo(f"{name} (spec {spec_hash}): {len(cells) - len(todo)}/{len(cells)} cells done, {len(todo)} pending")
-        for cell in cells:
-            file = records_dir(results, name) / f"{cell.cell_id}.parquet"
-            if cell not in todo:
-                line = best_text(pd.read_parquet(file))
-            elif file.exists():
-                line = "records file damaged, incomplete or not this tool's (a rerun retrains it)"
-            elif error := read_failure(results, name, cell.cell_id):
-                line = f"failed: {error} (a rerun retries it)"
-            else:
-                line = "pending"
+        todo = pending_points(spec, results)
+        total = sum(len(spec.points(c.algorithm)) for c in todo)
+        left = sum(map(len, todo.values()))
+        typer.echo(f"{name} (spec {spec_hash}): {sum(not p for p in todo.values())}/{len(todo)} cells done, "
+                   f"{total - left}/{total} points done, {left} pending")
+        for cell, points in todo.items():
+            files = cell_files(results, name, cell.cell_id)
+            whole = [pd.read_parquet(f) for f in files if done_points(f) is not None]
+            damaged = [f.name for f in files if done_points(f) is None]
+            line = cell_status(whole, damaged, read_failure(results, name, cell.cell_id),
+                               len(spec.points(cell.algorithm)), len(points))
             typer.echo(f"  {cell.cell_id}: {line}")
 
 
@@ -268,7 +287,7 @@ def plot(
     from .analysis import AXES, check_axis
     from .errors import ResultsError
     from .plots import figures, save_figure
-    from .store import load_curves, load_records, sweeps
+    from .store import incomplete_cells, load_curves, load_records, sweeps
 
     try:
         if axis is not None:
@@ -278,6 +297,8 @@ def plot(
             raise ResultsError(f"no records under {results}: run a sweep first (results/<sweep>/records/*.parquet).")
         drawn = {}
         for name in names:
+            for line in incomplete_cells(results, name):
+                typer.echo(f"incomplete, not drawn: {line}", err=True)
             records = load_records(results, name)
             along = axis or max(AXES, key=lambda a: records[a].nunique())
             for stem, figure in figures(records, axis=along, curves=load_curves(results, name)).items():
@@ -304,7 +325,7 @@ def transfer(
     from .analysis import transfer as recommend
     from .errors import InputError
     from .report import finite_or_null, transfer_text
-    from .store import load_records
+    from .store import incomplete_cells, load_records
 
     try:
         if source <= 0 or target <= 0:
@@ -312,12 +333,76 @@ def transfer(
         if source >= target:
             raise InputError(f"--from ({source}) must be smaller than --to ({target}): rates transfer from a small "
                              "model to a larger one.")
+        partial = incomplete_cells(results, sweep)
         reports = recommend(load_records(results, sweep), source=source, target=target, axis=axis)
     except Error as error:
         raise fail(str(error)) from None
     if as_json:
-        report = {"axis": axis, "from": source, "to": target, "families": [r.to_dict() for r in reports]}
+        report = {"axis": axis, "from": source, "to": target, "families": [r.to_dict() for r in reports],
+                  "incomplete_cells": partial}
         typer.echo(json.dumps(finite_or_null(report), allow_nan=False))
         return
     for report in reports:
         typer.echo(transfer_text(report))
+    for line in partial:
+        typer.echo(f"incomplete, left out: {line}")
+
+
+@app.command()
+def diagnose(
+    width: Annotated[list[int], typer.Option(help="N, units per hidden layer (repeat for several)")] = [16, 32, 64],
+    depth: Annotated[list[int], typer.Option(help="H, hidden layers (repeat for several)")] = [4, 8, 16],
+    param: Annotated[list[str], typer.Option(help="mupc or sp (repeat for both)")] = ["mupc", "sp"],
+    seed: Annotated[list[int], typer.Option(help="seed (repeat for several)")] = [0],
+    steps: Annotated[list[int], typer.Option(help="measure after this many training steps, 0 at initialisation "
+                                                  "(repeat for several)")] = [0, 100],
+    activation: Annotated[str, typer.Option(help="linear, tanh or relu")] = CellConfig.activation,
+    examples: Annotated[int, typer.Option(help="B: the batch size of the training steps and of the probe batch "
+                                               "(the first B test examples) the diagnostics measure")] = CellConfig.batch_size,
+    eta: Annotated[float, typer.Option(help="weight learning rate η of the training steps")] = 0.01,
+    beta: Annotated[float, typer.Option(help="activity learning rate β of inference, in training and after it")] = 10.0,
+    lanczos_steps: Annotated[int, typer.Option(help="Lanczos iterations per Hessian (exact at H·N)")] = 128,
+    name: Annotated[str, typer.Option(help="write to RESULTS/diagnose/NAME/")] = "default",
+    dataset: Annotated[str, typer.Option(help="mnist or fashion_mnist")] = "mnist",
+    results: Results = Path("results"),
+    data_dir: DataDir = None,
+) -> None:
+    """Coord check and activity-Hessian conditioning of a grid of networks, at initialisation and after
+    training steps (the paper's Figs. 2, 4 and A.29; README, "Diagnostics").
+
+    Writes coord.parquet, spectrum.parquet and the figures against width and depth, in float64.
+
+    Example: mupc-sweep diagnose --width 32 --width 64 --depth 4 --depth 16 --steps 0 --steps 100 --name tanh
+    """
+    import jax
+
+    from .atomic import write_atomic
+    from .console import ProgressBar
+    from .coord import coord_check, summary
+    from .coord_plots import coord_figures
+    from .data import load_dataset
+    from .device import xla_flags
+    from .errors import InputError
+    from .plots import save_figure
+
+    os.environ["XLA_FLAGS"] = xla_flags(os.environ)  # before JAX opens a device
+    folder = results / "diagnose" / name
+    try:
+        if name in ("", ".", "..") or Path(name).name != name:
+            raise InputError(f"--name: must be a plain folder name; got {name!r}.")
+        if results.exists() and not results.is_dir():
+            raise InputError(f"--results: {results} is a file, not a results directory.")
+        data = load_dataset(dataset, data_dir)
+        bar = ProgressBar("diagnose")
+        with jax.enable_x64(True):
+            check = coord_check(data, widths=width, depths=depth, params=param, seeds=seed, steps=steps,
+                                activation=activation, examples=examples, eta=eta, beta=beta,
+                                lanczos_steps=lanczos_steps, progress=bar)
+        bar.close()
+    except Error as error:
+        raise fail(str(error)) from None
+    for stem, table in (("coord", check.coord), ("spectrum", check.spectrum)):
+        typer.echo(str(write_atomic(folder / f"{stem}.parquet", lambda out, t=table: t.to_parquet(out, index=False))))
+    for stem, figure in coord_figures(check.coord, check.spectrum).items():
+        typer.echo(str(save_figure(figure, folder / f"{stem}.png")))
+    typer.echo(summary(check).to_string(index=False, float_format=lambda v: f"{v:.4g}"))

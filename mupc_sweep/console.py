@@ -47,14 +47,16 @@ def duration(seconds: float) -> str:
 
 
 class SweepProgress:
-    """A sweep's progress on a bar, weighted by each cell's cost, and a line per finished, retried or
-    failed cell, printed through `echo`. Its methods are the callbacks of `sweep.SweepEvents`."""
+    """A sweep's progress on a bar, weighted by each trial's estimated cost, and a line per
+    finished, retried or failed trial, printed through `echo`. Its methods are the callbacks of
+    `sweep.SweepEvents`; `compiles` counts the programs the trials compiled."""
 
     def __init__(self, cost: dict[str, float], bar: ProgressBar, echo: Callable[[str], None]) -> None:
         self.cost, self.bar, self.echo = cost, bar, echo
-        self.total = sum(cost.values())
+        self.total = sum(cost.values()) or 1.0
         self.running: dict[str, float] = {}
         self.finished = 0.0
+        self.compiles = 0
 
     def _draw(self) -> None:
         self.bar((self.finished + sum(self.running.values())) / self.total)
@@ -64,20 +66,22 @@ class SweepProgress:
         self.echo(text)
         self._draw()
 
-    def progress(self, cell_id: str, fraction: float) -> None:
-        self.running[cell_id] = fraction * self.cost[cell_id]
+    def progress(self, stem: str, fraction: float) -> None:
+        self.running[stem] = fraction * self.cost[stem]
         self._draw()
 
-    def done(self, cell_id: str, records: pd.DataFrame) -> None:
-        self.running.pop(cell_id, None)
-        self.finished += self.cost[cell_id]
-        self._line(f"{cell_id}: {best_text(records)}  ({records.wall_s.iloc[0]:.1f} s on {records.device.iloc[0]})")
+    def done(self, stem: str, records: pd.DataFrame, compiles: int) -> None:
+        self.running.pop(stem, None)
+        self.finished += self.cost[stem]
+        self.compiles += compiles
+        self._line(f"{stem}: {best_text(records)}  ({len(records)} points, {records.wall_s.iloc[0]:.1f} s on "
+                   f"{records.device.iloc[0]})")
 
-    def retry(self, cell_id: str, error: str) -> None:
-        self.running.pop(cell_id, None)
-        self._line(f"{cell_id}: retrying after a failure: {error}")
+    def retry(self, stem: str, error: str) -> None:
+        self.running.pop(stem, None)
+        self._line(f"{stem}: retrying after a failure: {error}")
 
-    def failed(self, cell_id: str, error: str) -> None:
-        self.running.pop(cell_id, None)
-        self.finished += self.cost[cell_id]
-        self._line(f"{cell_id}: FAILED: {error}")
+    def failed(self, stem: str, error: str) -> None:
+        self.running.pop(stem, None)
+        self.finished += self.cost[stem]
+        self._line(f"{stem}: FAILED: {error}")

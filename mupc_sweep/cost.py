@@ -1,4 +1,5 @@
-"""What a training step costs: matrix-product FLOPs and memory per grid point.
+"""What training costs: matrix-product FLOPs and memory per grid point, and the seconds a point
+takes at the trainer's measured rates.
 
 FLOPs count only the matrix products the algorithm needs (2·m·n·k each). Per example, with
 M_in = 2DN, M_h = 2(H−1)N², M_out = 2NC:
@@ -14,8 +15,24 @@ M_in = 2DN, M_h = 2(H−1)N², M_out = 2NC:
 
 from __future__ import annotations
 
-from .cell import Algorithm
+import math
+
+from .cell import Algorithm, CellConfig
 from .pcn import inference_windows
+
+D_IN, N_CLASSES = 784, 10  # MNIST and Fashion-MNIST
+N_TRAIN, N_TEST = 60000, 10000
+
+# The trainer's measured rate, GFLOP/s of matrix products per point-step, by (N, H), used only to
+# estimate times for planning (benchmarks/RESULTS.md): on the 2-core CPU VM one point at a time (N = 64:
+# sweeps/contrast.yaml's cells, two 1-CPU trials side by side, compile and evaluation included; N ≥ 128:
+# the benchmark on both cores), on an H100 with 44 points vmapped.
+RATES = {
+    "cpu": {(64, 4): 30.2, (64, 8): 33.0, (64, 16): 35.1, (64, 32): 42.9, (128, 8): 51.8, (128, 32): 45.1,
+            (512, 8): 88.6, (512, 32): 94.8, (512, 128): 111.9},
+    "gpu": {(128, 8): 8374, (128, 32): 12167, (512, 8): 20049, (512, 16): 23817, (512, 32): 26314,
+            (512, 64): 28096, (512, 128): 28851},
+}
 
 
 def _layer_flops(d_in: int, width: int, depth: int, d_out: int) -> tuple[int, int, int]:
@@ -54,3 +71,25 @@ def point_bytes(
     params = d_in * width + (depth - 1) * width * width + width * d_out
     activities = depth * batch_size * width
     return itemsize * (7 * params + 8 * activities + 3 * 1000 * width) + 4 * n_steps * batch_size
+
+
+def point_flops(cfg: CellConfig, *, n_train: int = N_TRAIN, n_test: int = N_TEST) -> float:
+    """Matrix-product FLOPs of training one point of a cell: its steps and its test evaluations."""
+    steps = cfg.n_steps(n_train)
+    per_step = step_flops(algorithm=cfg.algorithm, d_in=D_IN, width=cfg.width, depth=cfg.depth, d_out=N_CLASSES,
+                          inference_steps=cfg.steps, batch_size=cfg.batch_size)
+    evals = steps // cfg.eval_every + 1
+    return steps * per_step + evals * eval_flops(d_in=D_IN, width=cfg.width, depth=cfg.depth, d_out=N_CLASSES,
+                                                 n_examples=n_test)
+
+
+def rate(device: str, width: int, depth: int) -> float:
+    """GFLOP/s of the measured row in `RATES[device]` nearest (N, H) in log2 space."""
+    rows = RATES[device]
+    nearest = min(rows, key=lambda nh: math.hypot(math.log2(nh[0] / width), math.log2(nh[1] / depth)))
+    return rows[nearest]
+
+
+def point_seconds(cfg: CellConfig, device: str) -> float:
+    """Estimated seconds to train one point of a cell on `device` ("cpu" or "gpu")."""
+    return point_flops(cfg) / (rate(device, cfg.width, cfg.depth) * 1e9)

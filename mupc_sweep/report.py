@@ -18,6 +18,39 @@ def best_text(records: pd.DataFrame) -> str:
     return f"best η={best.eta:g}{beta} min loss {best.loss:.4g} ({best.n_valid}/{best.n_points} points ok)"
 
 
+def plan_text(table: pd.DataFrame, *, slots: int, where: str, wall_s: float, unsharded_s: float, device: str) -> str:
+    """What `run --dry-run` prints: per cell its pending points, trials and estimated cost, then the
+    estimated wall time on `slots` trial slots with these trials and with one trial per cell."""
+    if table.empty:
+        return "nothing to train: every point has a record"
+    shown = table.rename(columns={"s_per_trial": "est. s/trial", "tflops": "TFLOP"})
+    lines = [shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"), "",
+             f"{len(table)} cells, {table.points.sum()} points to train in {table.trials.sum()} trials, "
+             f"{table.tflops.sum():.3g} TFLOP (matrix products of training and evaluation)",
+             f"estimated wall time on {slots} slot(s) ({where}), at the {device} rates measured in "
+             f"benchmarks/RESULTS.md: {_hours(wall_s)}; one trial per cell: {_hours(unsharded_s)}"]
+    return "\n".join(lines)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def cell_status(whole: list[pd.DataFrame], damaged: list[str], failure: str | None, n_points: int,
+                n_pending: int) -> str:
+    """One line on a cell of a kept sweep, from its whole records files, the names of its damaged
+    ones and its failure note: its best point once complete, else its points done and pending."""
+    if not n_pending:
+        return best_text(pd.concat(whole))
+    notes = [f"{n_points - n_pending}/{n_points} points done, {n_pending} pending" if n_pending < n_points
+             else "pending"]
+    if damaged:
+        notes.append(f"records file damaged, incomplete or not this tool's: {', '.join(damaged)} (a rerun retrains it)")
+    if failure:
+        notes.append(f"failed: {failure} (a rerun retries it)")
+    return "; ".join(notes)
+
+
 def finite_or_null(value):
     """`value` with every non-finite float (NaN, ±inf) replaced by None, so the JSON is strict."""
     if isinstance(value, dict):

@@ -1,13 +1,16 @@
-"""A sweep's plan and bookkeeping: which cells are pending, what they cost, how one cell is trained.
+"""A sweep's bookkeeping: which points are still to train, what cells cost, the kept spec, and how
+one trial is trained.
 
-The store is the source of truth: a cell is done when its records file exists, so a re-run skips
-it and never duplicates a row, and a killed run loses at most the cells in flight. The spec as run
-is kept at results/<sweep>/spec.yaml with its hash; a changed spec under the same name is refused
-unless the user asks to start over. `sweep.py` fans the pending cells out with Ray.
+The store is the source of truth: a point is done when a whole records file holds it, so a re-run
+trains only the missing points, whatever shards trained the others, and never duplicates a row; a
+killed run loses at most the trials in flight. The spec as run is kept at results/<sweep>/spec.yaml
+with its hash; a changed spec under the same name is refused unless the user asks to start over.
+`sweep.py` fans the trials out with Ray.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -15,43 +18,16 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .cost import eval_flops, step_flops
 from .atomic import write_text_atomic
-from .data import Dataset
-from .records import cell_curves, cell_records
 from .cell import CellConfig
+from .cost import point_seconds
+from .data import Dataset
 from .errors import SpecError
-from .spec import SweepSpec, parse_spec
-from .store import curves_dir, failures_dir, holds_cell, records_dir
-from .train import train_cell
-
-N_CLASSES = 10
-D_IN = 784
-N_TRAIN = 60000  # training examples of MNIST and of Fashion-MNIST
-
-
-def spec_path(results: Path, name: str) -> Path:
-    return Path(results) / name / "spec.yaml"
-
-
-def kept_spec(results: Path, name: str) -> tuple[SweepSpec, str] | None:
-    """The spec a sweep was run with and its hash, or None."""
-    path = spec_path(results, name)
-    if not path.is_file():
-        return None
-    kept = _read_kept(path)
-    return parse_spec(kept.get("spec"), default_name=name), kept.get("spec_hash", "")
-
-
-def _read_kept(path: Path) -> dict:
-    """The kept spec file's mapping; SpecError naming the file if it is not one."""
-    try:
-        kept = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise SpecError(f"{path} is unreadable ({type(error).__name__}); delete it, or pass --restart.") from None
-    if not isinstance(kept, dict):
-        raise SpecError(f"{path} does not hold a kept spec; delete it, or pass --restart.")
-    return kept
+from .records import cell_curves, cell_records
+from .shards import Trial, plan_trials
+from .spec import SweepSpec
+from .store import cell_files, curves_dir, done_points, failures_dir, read_kept, records_dir, spec_path
+from .train import train_cell, train_cell_compiles
 
 
 def check_resumable(spec: SweepSpec, results: Path, *, restart: bool) -> None:
@@ -64,7 +40,7 @@ def check_resumable(spec: SweepSpec, results: Path, *, restart: bool) -> None:
             "told; restore its spec.yaml, rename the sweep, or pass --restart to delete its records and start over."
         )
     if kept.is_file() and not restart:
-        previous = _read_kept(kept).get("spec_hash")
+        previous = read_kept(kept).get("spec_hash")
         if previous != spec.spec_hash():
             raise SpecError(
                 f"{kept.parent} was run with a different spec (hash {previous}, now {spec.spec_hash()}); "
@@ -87,37 +63,51 @@ def prepare(spec: SweepSpec, results: Path, *, restart: bool) -> None:
     write_text_atomic(spec_path(results, spec.name), text)
 
 
+def pending_points(spec: SweepSpec, results: Path) -> dict[CellConfig, list[int]]:
+    """Per cell, the indices (into `spec.points`) of the points that no whole records file holds;
+    a damaged file's points are pending again (and the file replaced when they are retrained)."""
+    out = {}
+    for cell in spec.cells():
+        files = [done_points(f) for f in cell_files(results, spec.name, cell.cell_id)]
+        done = pd.concat([f for f in files if f is not None] or [pd.DataFrame(columns=["seed", "eta", "beta"])])
+        keys = {_key(*row) for row in done.itertuples(index=False)}
+        out[cell] = [i for i, point in enumerate(spec.points(cell.algorithm)) if _key(*point) not in keys]
+    return out
+
+
+def _key(seed, eta, beta) -> tuple:
+    """A point as a comparable key: β NaN (bp) as None."""
+    return int(seed), float(eta), None if beta is None or math.isnan(beta) else float(beta)
+
+
 def pending(spec: SweepSpec, results: Path) -> list[CellConfig]:
-    """Cells without a whole records file (`store.holds_cell`): a damaged one is trained again and
-    replaced."""
-    done = records_dir(results, spec.name)
-    return [cell for cell in spec.cells()
-            if not holds_cell(done / f"{cell.cell_id}.parquet", len(spec.points(cell.algorithm)))]
+    """The cells with points still to train."""
+    return [cell for cell, points in pending_points(spec, results).items() if points]
 
 
-def plan(spec: SweepSpec, n_train: int = N_TRAIN, n_test: int = 10000) -> pd.DataFrame:
-    """One row per cell: points, steps, and the matrix-product FLOPs of training and evaluation."""
-    rows = []
-    for cfg in spec.cells():
-        points = len(spec.points(cfg.algorithm))
-        steps = cfg.n_steps(n_train)
-        per_step = step_flops(
-            algorithm=cfg.algorithm, d_in=D_IN, width=cfg.width, depth=cfg.depth, d_out=N_CLASSES,
-            inference_steps=cfg.steps, batch_size=cfg.batch_size,
-        )
-        evals = steps // cfg.eval_every + 1
-        per_eval = eval_flops(d_in=D_IN, width=cfg.width, depth=cfg.depth, d_out=N_CLASSES, n_examples=n_test)
-        rows.append(dict(cell_id=cfg.cell_id, points=points, steps=steps,
-                         tflops=points * (steps * per_step + evals * per_eval) / 1e12))
-    return pd.DataFrame(rows)
+def trials_for(spec: SweepSpec, todo: dict[CellConfig, list[int]], slots: int, *, sharded: bool = True) -> list[Trial]:
+    """The trials that train the points `todo` holds per cell on `slots` trial slots, longest first:
+    shards as `spec.points_per_trial` says or sized automatically (`shards.plan_trials`); with
+    `sharded` False, one trial per cell (to compare)."""
+    device = "gpu" if spec.gpu > 0 else "cpu"
+    return plan_trials(
+        todo, {c: len(spec.points(c.algorithm)) for c in todo}, {c: point_seconds(c, device) for c in todo},
+        slots=slots, points_per_trial=spec.points_per_trial if sharded else 10**9, gpu=spec.gpu > 0)
 
 
-def run_cell(
-    spec: SweepSpec, cell: CellConfig, data: Dataset, progress: Callable[[float], None] | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train one cell's grid; its records and curves (not yet written)."""
-    seeds, etas, betas = zip(*spec.points(cell.algorithm))
-    result = train_cell(
-        cell, data.x_train, data.y_train, data.x_test, data.y_test, seeds, etas, betas, progress=progress
-    )
-    return cell_records(result, spec.dataset), cell_curves(result, spec.dataset, every=spec.curves_every)
+def run_trial(
+    spec: SweepSpec, trial: Trial, data: Dataset, progress: Callable[[float], None] | None = None, *, pad: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Train one trial's points; its records, its curves (not yet written) and how many programs it
+    compiled. With `pad` (GPU trials) the points are padded to `trial.size` with copies of the last,
+    whose results are dropped, so that every trial of the cell runs one compiled program; every
+    trial draws the weights of all the spec's seeds for the same reason. A point's result does not
+    depend on its trial: its weights and batches come from its seed alone."""
+    points = [spec.points(trial.cell.algorithm)[i] for i in trial.points]
+    padded = points + points[-1:] * (trial.size - len(points) if pad else 0)
+    seeds, etas, betas = zip(*padded)
+    before = train_cell_compiles()
+    result = train_cell(trial.cell, data.x_train, data.y_train, data.x_test, data.y_test, seeds, etas, betas,
+                        seed_pool=spec.seeds, progress=progress).take(len(points))
+    compiles = train_cell_compiles() - before
+    return cell_records(result, spec.dataset), cell_curves(result, spec.dataset, every=spec.curves_every), compiles

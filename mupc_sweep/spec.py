@@ -18,8 +18,11 @@
       eta: [0.5, 0.1, 0.05, 0.01]
       beta: [10, 1, 0.1]         # ignored by bp cells
     curves_every: 10             # keep train_loss every k steps
-    resources: {cpu: 1, gpu: 0}  # per cell (Ray trial); gpu ≤ 1, a fraction shares a GPU;
-                                 # `run --cpus-per-cell/--gpus-per-cell` override them
+    resources:                   # per Ray trial (a cell, or a shard of its points):
+      cpu: 1                     #   CPUs; `run --cpus-per-trial` overrides
+      gpu: 0                     #   GPU share, ≤ 1 (a fraction shares a GPU); `run --gpus-per-trial`
+      points_per_trial: null     #   points a trial trains at most; null: sized from the cluster
+                                 #   and each cell's cost; `run --points-per-trial` overrides
 
 Errors name the field path (`network.depth[0]`) and what is allowed. `spec_hash` covers everything
 that changes results, so resources can differ between a laptop and a cluster.
@@ -59,6 +62,7 @@ class SweepSpec:
     curves_every: int
     cpu: float
     gpu: float
+    points_per_trial: int | None = None
 
     def cells(self) -> list[CellConfig]:
         """The cells: the product of the network fields' values, in spec order."""
@@ -77,7 +81,8 @@ class SweepSpec:
             name=self.name, dataset=self.dataset, network=self.network,
             training={**self.training, "seeds": self.seeds},
             grid={"eta": self.etas, **({"beta": self.betas} if self.betas else {})},
-            curves_every=self.curves_every, resources={"cpu": self.cpu, "gpu": self.gpu},
+            curves_every=self.curves_every,
+            resources={"cpu": self.cpu, "gpu": self.gpu, "points_per_trial": self.points_per_trial},
         )
 
     def spec_hash(self) -> str:
@@ -185,36 +190,43 @@ def _parse(raw: Any, default_name: str) -> SweepSpec:
     resources = raw.get("resources", {}) or {}
     if not isinstance(resources, dict):
         raise SpecError(f"resources: must be a mapping like {{cpu: 1, gpu: 0.5}}; got {resources!r}.")
-    _unknown(resources, {"cpu", "gpu"}, "resources.")
-    cpu, gpu = resources.get("cpu", 1), resources.get("gpu", 0)
+    _unknown(resources, {"cpu", "gpu", "points_per_trial"}, "resources.")
+    cpu, gpu, per_trial = resources.get("cpu", 1), resources.get("gpu", 0), resources.get("points_per_trial")
     _check_resources(cpu, gpu)
+    if per_trial is not None:
+        check_int("resources.points_per_trial", per_trial, minimum=1)
     return SweepSpec(
         name=name, dataset=dataset, network=network,
         training={k: training[k] for k in ("batch_size", "epochs", "eval_every")},
         etas=etas, betas=betas, seeds=[int(s) for s in seeds], curves_every=int(curves_every),
-        cpu=float(cpu), gpu=float(gpu),
+        cpu=float(cpu), gpu=float(gpu), points_per_trial=per_trial,
     )
 
 
-def with_resources(spec: SweepSpec, *, cpu: float | None = None, gpu: float | None = None) -> SweepSpec:
-    """The spec with its per-cell resources overridden by `mupc-sweep run --cpus-per-cell` and
-    `--gpus-per-cell` (they do not change results or the hash); errors name those options."""
-    names = ("resources.cpu" if cpu is None else "--cpus-per-cell", "resources.gpu" if gpu is None else "--gpus-per-cell")
+def with_resources(
+    spec: SweepSpec, *, cpu: float | None = None, gpu: float | None = None, points_per_trial: int | None = None
+) -> SweepSpec:
+    """The spec with its per-trial resources overridden by `mupc-sweep run --cpus-per-trial`,
+    `--gpus-per-trial` and `--points-per-trial` (they do not change results or the hash); errors
+    name those options."""
+    names = ("resources.cpu" if cpu is None else "--cpus-per-trial", "resources.gpu" if gpu is None else "--gpus-per-trial")
     cpu, gpu = spec.cpu if cpu is None else cpu, spec.gpu if gpu is None else gpu
     try:
         _check_resources(cpu, gpu, names)
+        if points_per_trial is not None:
+            check_int("--points-per-trial", points_per_trial, minimum=1)
     except InputError as error:
         raise SpecError(str(error)) from None
-    return replace(spec, cpu=float(cpu), gpu=float(gpu))
+    return replace(spec, cpu=float(cpu), gpu=float(gpu), points_per_trial=points_per_trial or spec.points_per_trial)
 
 
 def _check_resources(cpu: Any, gpu: Any, names: tuple[str, str] = ("resources.cpu", "resources.gpu")) -> None:
     for name, value in zip(names, (cpu, gpu)):
         check_nonnegative(name, value)
     if gpu > 1:
-        raise SpecError(f"{names[1]}: a cell trains on one device, so at most 1 (a fraction shares a GPU); got {gpu!r}.")
+        raise SpecError(f"{names[1]}: a trial trains on one device, so at most 1 (a fraction shares a GPU); got {gpu!r}.")
     if cpu == 0 and gpu == 0:
-        raise SpecError(f"{names[0]} and {names[1]}: a cell needs some cpu or gpu; got 0 and 0.")
+        raise SpecError(f"{names[0]} and {names[1]}: a trial needs some cpu or gpu; got 0 and 0.")
 
 
 def _section(raw: dict, key: str, required: bool = True) -> dict:

@@ -1,11 +1,12 @@
-"""Fanning a sweep out with Ray Tune: one trial per cell, the cell's whole grid vmapped inside it.
+"""Fanning a sweep out with Ray Tune: one trial per shard of a cell (`shards.Trial`: some or all of
+its points), the trial's points trained by one jitted program.
 
 The only module that imports Ray. The driver (the `mupc-sweep run` process) never trains and never
-touches an accelerator: it puts the dataset in Ray's object store once, starts a trial per pending
-cell, and writes each cell's records when its trial reports them. Records therefore travel back
-through the driver, and no worker node needs the results directory or a data directory: a cluster
-needs shared storage for nothing. The store stays the source of truth (a cell is done when its
-records file exists), so Tune's own state is kept in a temporary folder and thrown away.
+touches an accelerator: it puts the dataset in Ray's object store once, starts the trials, and
+writes each trial's records when it reports them. Records therefore travel back through the
+driver, and no worker node needs the results directory or a data directory: a cluster needs shared
+storage for nothing. The store stays the source of truth (a point is done when a records file holds
+it), so Tune's own state is kept in a temporary folder and thrown away.
 
 Without an address Ray runs embedded on this machine, listening on loopback only, with Ray's token
 authentication left on. With an address (or RAY_ADDRESS) the driver joins that cluster.
@@ -28,10 +29,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .data import Dataset
-from .runner import run_cell
-from .cell import CellConfig
 from .device import trial_settings
 from .errors import ClusterError
+from .runner import run_trial
+from .shards import Trial
 from .spec import SweepSpec
 
 MAX_FAILURES = 2  # retries of a cell whose trial failed (a lost node, a crashed worker)
@@ -43,10 +44,10 @@ LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray then binds ever
 class SweepEvents:
     """What the driver is told while a sweep runs; every callback is optional."""
 
-    progress: Callable[[str, float], None] | None = None  # cell_id, fraction of that cell done
-    done: Callable[[str, pd.DataFrame], None] | None = None  # cell_id, its records (already written)
-    retry: Callable[[str, str], None] | None = None  # cell_id, the error that is being retried
-    failed: Callable[[str, str], None] | None = None  # cell_id, the error after the last retry
+    progress: Callable[[str, float], None] | None = None  # trial stem, fraction of that trial done
+    done: Callable[[str, pd.DataFrame, int], None] | None = None  # stem, its records (written), programs compiled
+    retry: Callable[[str, str], None] | None = None  # stem, the error that is being retried
+    failed: Callable[[str, str], None] | None = None  # stem, the error after the last retry
 
 
 def resolve_address(address: str | None) -> str | None:
@@ -92,29 +93,36 @@ def disconnect() -> None:
 
 
 def check_fits(spec: SweepSpec, *, strict: bool) -> str | None:
-    """Whether one cell's resources fit the cluster. Raises ClusterError when `strict` (an embedded
+    """Whether one trial's resources fit the cluster. Raises ClusterError when `strict` (an embedded
     cluster cannot grow); otherwise returns a warning (an autoscaling cluster may add the nodes)."""
     import ray
 
     have = ray.cluster_resources()
     for key, need in (("CPU", spec.cpu), ("GPU", spec.gpu)):
         if need > have.get(key, 0):
-            option = f"--{key.lower()}s-per-cell"
-            message = (f"each cell asks for {need:g} {key} (resources.{key.lower()} in the spec, or {option}) but the "
-                       f"cluster has {have.get(key, 0):g}; lower it with {option} or run where it fits.")
+            option = f"--{key.lower()}s-per-trial"
+            message = (f"each trial asks for {need:g} {key} (resources.{key.lower()} in the spec, or {option}) but "
+                       f"the cluster has {have.get(key, 0):g}; lower it with {option} or run where it fits.")
             if strict:
                 raise ClusterError(message)
             return message + " Waiting for the cluster to grow."
     return None
 
 
-def run_trials(
-    spec: SweepSpec, data: Dataset, results, cells: list[CellConfig], events: SweepEvents
-) -> dict[str, str]:
-    """Train `cells` as Ray Tune trials and write each cell's records as its trial reports them.
+def cluster_slots(spec: SweepSpec) -> int:
+    """How many trials of `spec` the connected cluster runs at once: its GPUs over a trial's GPU
+    share, or for CPU trials its CPUs over a trial's CPUs."""
+    import ray
 
-    Must be connected (`connect`). Returns {cell_id: error} for the cells whose trials failed after
-    MAX_FAILURES retries; the other cells are written, including cells whose points all diverged.
+    have = ray.cluster_resources()
+    return max(1, int(have.get("GPU", 0) / spec.gpu if spec.gpu > 0 else have.get("CPU", 0) / spec.cpu))
+
+
+def run_trials(spec: SweepSpec, data: Dataset, results, trials: list[Trial], events: SweepEvents) -> dict[str, str]:
+    """Train `trials` (in this order) as Ray Tune trials and write each one's records as it reports them.
+
+    Must be connected (`connect`). Returns {stem: error} for the trials that failed after
+    MAX_FAILURES retries; the others are written, including those whose points all diverged.
     """
     from ray import tune
 
@@ -131,34 +139,36 @@ def run_trials(
             self.written: set[str] = set()
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            cell_id = trial.config["cell_id"]
+            stem = trial.config["trial"]
             if "records" not in result:
                 if events.progress:
-                    events.progress(cell_id, result["fraction"])
+                    events.progress(stem, result["fraction"])
                 return
             records, curves = _from_parquet(result.pop("records")), _from_parquet(result.pop("curves"))
-            if cell_id in self.written:  # a retried trial reporting again
+            if stem in self.written:  # a retried trial reporting again
                 return
-            write_curves(results, spec.name, cell_id, curves)
-            write_cell(results, spec.name, cell_id, records)
-            clear_failure(results, spec.name, cell_id)
-            self.written.add(cell_id)
+            cell_id = by_stem[stem].cell.cell_id
+            write_curves(results, spec.name, cell_id, curves, stem=stem)
+            write_cell(results, spec.name, cell_id, records, stem=stem)
+            clear_failure(results, spec.name, stem)
+            self.written.add(stem)
             if events.done:
-                events.done(cell_id, records)
+                events.done(stem, records, result["compiles"])
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             if events.retry:
-                events.retry(trial.config["cell_id"], _trial_error(trial))
+                events.retry(trial.config["trial"], _trial_error(trial))
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            cell_id = trial.config["cell_id"]
-            failures[cell_id] = _trial_error(trial)
-            write_failure(results, spec.name, cell_id, failures[cell_id])
+            stem = trial.config["trial"]
+            failures[stem] = _trial_error(trial)
+            write_failure(results, spec.name, stem, failures[stem])
             if events.failed:
-                events.failed(cell_id, failures[cell_id])
+                events.failed(stem, failures[stem])
 
+    by_stem = {t.stem: t for t in trials}
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, spec=spec, data=data), {"cpu": spec.cpu, "gpu": spec.gpu}
+        tune.with_parameters(_trial, spec=spec, data=data, trials=by_stem), {"cpu": spec.cpu, "gpu": spec.gpu}
     )
     storage = tempfile.mkdtemp(prefix="mupc-sweep-tune-")
     main = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
@@ -166,7 +176,7 @@ def run_trials(
     try:
         tune.Tuner(
             trainable,
-            param_space={"cell_id": tune.grid_search([cell.cell_id for cell in cells])},
+            param_space={"trial": tune.grid_search(list(by_stem))},
             tune_config=tune.TuneConfig(reuse_actors=True),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=storage, verbose=0, callbacks=[Recorder()],
@@ -190,8 +200,9 @@ def _stop_as_on_sigint(signum: int, frame) -> None:
     handler(signal.SIGINT, frame)
 
 
-def _trial(config: dict, *, spec: SweepSpec, data: Dataset) -> None:
-    """Worker side: train one cell and report its records and curves (as Parquet bytes)."""
+def _trial(config: dict, *, spec: SweepSpec, data: Dataset, trials: dict[str, Trial]) -> None:
+    """Worker side: train one trial's points and report its records and curves (as Parquet bytes)
+    and how many programs it compiled (0 when this worker already ran a trial of the same shape)."""
     import jax
     from ray import tune
 
@@ -199,7 +210,6 @@ def _trial(config: dict, *, spec: SweepSpec, data: Dataset) -> None:
     if "JAX_PLATFORMS" in settings:
         jax.config.update("jax_platforms", settings.pop("JAX_PLATFORMS"))  # jax read its env at import
     os.environ.update(settings)
-    cell = next(c for c in spec.cells() if c.cell_id == config["cell_id"])
     last = [0.0]
 
     def progress(fraction: float) -> None:
@@ -207,8 +217,9 @@ def _trial(config: dict, *, spec: SweepSpec, data: Dataset) -> None:
             last[0] = time.monotonic()
             tune.report({"fraction": fraction})
 
-    records, curves = run_cell(spec, cell, data, progress)
-    tune.report({"fraction": 1.0, "records": _to_parquet(records), "curves": _to_parquet(curves)})
+    records, curves, compiles = run_trial(spec, trials[config["trial"]], data, progress, pad=spec.gpu > 0)
+    tune.report({"fraction": 1.0, "records": _to_parquet(records), "curves": _to_parquet(curves),
+                 "compiles": compiles})
 
 
 def _to_parquet(table: pd.DataFrame) -> bytes:

@@ -12,8 +12,8 @@ is frozen and its later losses are NaN.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -24,6 +24,7 @@ from jax import Array
 from .cell import CellConfig
 from .checks import check_int
 from .device import default_chunk, describe_device
+from .errors import InputError
 from .pcn import Weights, init_weights, predict, scalings
 from .step import MATMUL_PRECISION, NO_LEARNING, Net, grid_step, init_state
 
@@ -170,6 +171,11 @@ class CellResult:
     chunk: int
     device: str = ""
 
+    def take(self, n: int) -> CellResult:
+        """The result of the first `n` points only."""
+        per_point = ("seeds", "etas", "betas", "losses", "eval_acc", "test_acc_final", "status", "steps_run")
+        return replace(self, **{name: getattr(self, name)[:n] for name in per_point})
+
 
 def balanced_chunk(largest: int, n_points: int) -> int:
     """The smallest chunk that needs no more chunks than `largest` does. The last chunk is padded
@@ -191,11 +197,15 @@ def train_cell(
     *,
     n_classes: int = 10,
     chunk: int | None = None,
+    seed_pool: Sequence[int] | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> CellResult:
     """Train every point of a cell; `seeds`, `etas`, `betas` are paired (G,) arrays (β NaN for bp).
 
-    Points with the same seed start from the same weights and see the same batches. Points run in
+    Points with the same seed start from the same weights and see the same batches, whatever other
+    points train beside them. The program draws the weights of every seed in `seed_pool` (default:
+    the points' own seeds): a fixed pool keeps its shapes, and so its compilation, the same for any
+    subset of a cell's points. Points run in
     chunks of at most `chunk` (default: by device), balanced; if the device runs out of memory the
     chunk of vmapped points is halved and the cell restarts. `progress`, if
     given, is called now and then with the fraction of point-steps done.
@@ -209,7 +219,10 @@ def train_cell(
     cfg.check_steps(n_train)
     chunk = balanced_chunk(chunk or default_chunk(cfg, d_in, n_classes, n_train, len(seeds)), len(seeds))
     dtype = x_train.dtype
-    distinct, seed_index = np.unique(seeds, return_inverse=True)
+    distinct = np.unique(seeds if seed_pool is None else np.asarray(seed_pool))
+    if not np.isin(seeds, distinct).all():
+        raise InputError(f"seed_pool: must hold every point's seed; got {list(distinct)} for seeds {sorted(set(seeds.tolist()))}.")
+    seed_index = np.searchsorted(distinct, seeds)
     args = (
         jnp.asarray(x_train), jnp.asarray(y_train, jnp.int32), jnp.asarray(x_test), jnp.asarray(y_test, jnp.int32),
         jnp.asarray(distinct, jnp.uint32), jnp.asarray(seed_index, jnp.int32),
@@ -242,3 +255,9 @@ def train_cell(
     )
 
 
+
+
+def train_cell_compiles() -> int:
+    """How many cell programs this process has compiled so far (one per cell shape, chunk and number
+    of points)."""
+    return _train_cell._cache_size()

@@ -13,6 +13,7 @@ from mupc_sweep import runner
 from mupc_sweep.cli import app
 from mupc_sweep.errors import ResultsError
 from mupc_sweep.report import best_text
+from mupc_sweep.spec import parse_spec
 from mupc_sweep.store import RECORD_COLUMNS, load_records, write_cell, write_failure
 
 SPEC = {
@@ -58,17 +59,17 @@ def test_run_writes_one_file_per_cell_and_a_rerun_trains_nothing(setup):
     files[1].unlink()
     out = invoke("status", "--results", results)
     assert out.exit_code == 0
-    assert "tiny (spec " in out.stdout and "1/2 cells done, 1 pending" in out.stdout
+    assert "tiny (spec " in out.stdout and "1/2 cells done, 4/8 points done, 4 pending" in out.stdout
     shown = best_text(pd.read_parquet(files[0]))  # "best η=…" or, on these unlearnable labels, "no valid point"
     assert f"relu-mupc-pc-N4-H2-T2: {shown}" in out.stdout and "relu-mupc-pc-N4-H3-T3: pending" in out.stdout
     write_failure(results, "tiny", "relu-mupc-pc-N4-H3-T3", "ValueError: boom")
-    assert "relu-mupc-pc-N4-H3-T3: failed: ValueError: boom" in invoke("status", "--results", results).stdout
+    assert "relu-mupc-pc-N4-H3-T3: pending; failed: ValueError: boom" in invoke("status", "--results", results).stdout
     assert invoke("status", "--results", results / "none").exit_code == 2
 
 
 def test_changed_spec_is_refused_unless_restarted(setup):
     spec, data, results = setup
-    runner.prepare(runner.parse_spec(SPEC), results, restart=False)  # an earlier run of the first spec
+    runner.prepare(parse_spec(SPEC), results, restart=False)  # an earlier run of the first spec
     write_cell(results, "tiny", "relu-mupc-pc-N4-H2-T2", pd.DataFrame({"eta": [0.1], "status": ["ok"]}))
     before = {p: p.stat().st_mtime_ns for p in results.rglob("*")}
     spec.write_text(yaml.safe_dump({**SPEC, "grid": {"eta": [0.2], "beta": [0.5]}}))
@@ -115,7 +116,7 @@ def whole_cell() -> pd.DataFrame:
 
 def test_damaged_or_foreign_records_are_named_and_their_cell_is_pending(setup):
     spec, data, results = setup
-    parsed = runner.parse_spec(SPEC)
+    parsed = parse_spec(SPEC)
     runner.prepare(parsed, results, restart=False)
     done, bad = (results / "tiny" / "records" / f"relu-mupc-pc-N4-H{h}-T{h}.parquet" for h in (2, 3))
     write_cell(results, "tiny", done.stem, whole_cell())
@@ -133,8 +134,8 @@ def test_damaged_or_foreign_records_are_named_and_their_cell_is_pending(setup):
         with pytest.raises(ResultsError, match=f"{bad}.* {problem}"):
             load_records(results)
         shown = invoke("status", "--results", results)
-        assert shown.exit_code == 0 and "1/2 cells done, 1 pending" in shown.stdout
-        assert f"{bad.stem}: records file damaged, incomplete or not this tool's" in shown.stdout
+        assert shown.exit_code == 0 and "1/2 cells done, 4/8 points done, 4 pending" in shown.stdout
+        assert f"{bad.stem}: pending; records file damaged, incomplete or not this tool's: {bad.name}" in shown.stdout
         assert f"{done.stem}: best η=0.01 β=0.5 min loss 0.25" in shown.stdout
     (results / "tiny" / "spec.yaml").write_text("spec_hash: [")
     result = invoke("run", spec, "--results", results, "--data-dir", data)
@@ -170,13 +171,6 @@ def test_missing_spec_file_exits_2(tmp_path):
 def test_dry_run_lists_cells_and_writes_nothing(setup):
     spec, _, results = setup
     result = invoke("run", spec, "--results", results, "--dry-run")
-    assert result.exit_code == 0 and "relu-mupc-pc-N4-H3-T3" in result.stdout and "2 cells, 8 points" in result.stdout
+    assert result.exit_code == 0 and "relu-mupc-pc-N4-H3-T3" in result.stdout
+    assert "2 cells, 8 points to train in 2 trials" in result.stdout
     assert not results.exists()
-
-
-def test_plan_counts_points_and_flops():
-    spec = runner.parse_spec(SPEC)
-    table = runner.plan(spec, n_train=10, n_test=3)
-    assert table.points.tolist() == [4, 4] and table.steps.tolist() == [10, 10]
-    assert (table.tflops > 0).all() and table.tflops.iloc[1] > table.tflops.iloc[0]
-    assert isinstance(table, pd.DataFrame)

@@ -83,7 +83,7 @@ def test_round_trip_and_hash():
     (minimal(**{"training.seeds": [0, 0]}), r"^training\.seeds: must not repeat"),
     (minimal(dataset="cifar10"), r"^dataset: must be one of mnist, fashion_mnist"),
     (minimal(name="../escape"), r"^name: must be a folder name"),
-    (minimal(resources={"cpu": 0, "gpu": 0}), r"^resources.cpu and resources.gpu: a cell needs some cpu or gpu"),
+    (minimal(resources={"cpu": 0, "gpu": 0}), r"^resources.cpu and resources.gpu: a trial needs some cpu or gpu"),
     ({"network": {"width": 8, "depth": 2}}, r"^grid: required section is missing"),
     ({"network": {"depth": 2}, "grid": {"eta": [0.1], "beta": [1]}}, r"^network\.width: required"),
     ([1, 2], r"^a spec must be a mapping"),
@@ -136,12 +136,26 @@ def test_merge_keys_load_and_unhashable_keys_are_spec_errors(tmp_path):
 
 def test_resource_overrides_are_named_as_the_options_that_set_them():
     spec = load_spec(SWEEPS / "quick.yaml")
-    with pytest.raises(SpecError, match=r"^--gpus-per-cell: a cell trains on one device, so at most 1"):
+    with pytest.raises(SpecError, match=r"^--gpus-per-trial: a trial trains on one device, so at most 1"):
         with_resources(spec, gpu=2)
-    with pytest.raises(SpecError, match=r"^--cpus-per-cell: must be a non-negative number; got -1"):
+    with pytest.raises(SpecError, match=r"^--cpus-per-trial: must be a non-negative number; got -1"):
         with_resources(spec, cpu=-1)
     assert (with_resources(spec, gpu=0.25).gpu, with_resources(spec, gpu=0.25).cpu) == (0.25, spec.cpu)
-    with pytest.raises(SpecError, match=r"^--cpus-per-cell and resources.gpu: a cell needs some cpu or gpu"):
+    with pytest.raises(SpecError, match=r"^--cpus-per-trial and resources.gpu: a trial needs some cpu or gpu"):
         with_resources(spec, cpu=0)
-    with pytest.raises(SpecError, match=r"^resources.gpu: a cell trains on one device"):
+    with pytest.raises(SpecError, match=r"^resources.gpu: a trial trains on one device"):
         parse_spec({**spec.to_raw(), "resources": {"cpu": 1, "gpu": 2}})
+
+
+def test_points_per_trial_is_a_resource_outside_the_hash():
+    spec = parse_spec(minimal())
+    sharded = parse_spec(minimal(resources={"cpu": 1, "points_per_trial": 5}))
+    assert sharded.points_per_trial == 5 and spec.points_per_trial is None
+    assert sharded.spec_hash() == spec.spec_hash()
+    assert parse_spec(yaml.safe_load(yaml.safe_dump(sharded.to_raw()))) == sharded
+    assert with_resources(spec, points_per_trial=3).points_per_trial == 3
+    for bad in (0, -2, 1.5, "ten"):
+        with pytest.raises(SpecError, match=r"^resources\.points_per_trial: must be an integer of at least 1"):
+            parse_spec(minimal(resources={"points_per_trial": bad}))
+        with pytest.raises(SpecError, match=r"^--points-per-trial: must be an integer of at least 1"):
+            with_resources(spec, points_per_trial=bad)

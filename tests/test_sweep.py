@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from mupc_sweep import data, device, sweep
 from mupc_sweep.cli import app
 from mupc_sweep.data import load_dataset
+from mupc_sweep.runner import trials_for
 from mupc_sweep.spec import parse_spec
 from mupc_sweep.device import GPU_XLA_FLAG
 from mupc_sweep.store import POINT_KEY, load_records, read_failure
@@ -159,8 +160,8 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 def assert_every_point_once(results: Path, n_cells: int, points_per_cell: int) -> pd.DataFrame:
     files = sorted((results / "ray" / "records").glob("*.parquet"))
-    assert len(files) == n_cells
     table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)  # each file must read whole
+    assert table.cell_id.nunique() == n_cells
     assert len(table) == n_cells * points_per_cell and not table.duplicated(POINT_KEY).any()
     assert not list((results / "ray").rglob("*.tmp"))
     return table
@@ -221,13 +222,14 @@ def test_stopped_or_killed_driver_resumes_and_holds_every_point_once(sweep_files
 
     rerun = CliRunner().invoke(app, ["run", str(spec), "--out", str(results), "--data-dir", str(data_dir)])
     assert rerun.exit_code == 0, rerun.output
-    assert f"{done_before} done, {4 - done_before} to train" in rerun.stderr
+    assert f"{2 * done_before} of 8 points done, {4 - done_before} trials to run" in rerun.stderr
     assert_every_point_once(results, n_cells=4, points_per_cell=2)
 
 
 def test_lost_worker_node_is_retried_and_nothing_is_lost(sweep_files, ray_tmp):
-    """Trials run only on worker nodes (the head has no CPU for them), so every record reaches the
-    results directory through the driver, as on a multi-node cluster without shared storage."""
+    """Trials (one-point shards) run only on worker nodes (the head has no CPU for them), so every
+    record reaches the results directory through the driver, as on a multi-node cluster without
+    shared storage; the shards a lost node was training are retried elsewhere."""
     from ray.cluster_utils import Cluster
 
     spec, data_dir, results, _ = sweep_files
@@ -246,8 +248,8 @@ def test_lost_worker_node_is_retried_and_nothing_is_lost(sweep_files, ray_tmp):
     remover = threading.Thread(target=remove_a_busy_node, daemon=True)
     try:
         remover.start()
-        result = CliRunner().invoke(app, ["run", str(spec), "--out", str(results), "--data-dir", str(data_dir),
-                                          "--address", cluster.address])
+        result = CliRunner().invoke(app, ["run", str(spec), "--results", str(results), "--data-dir", str(data_dir),
+                                          "--address", cluster.address, "--points-per-trial", "1"])  # mid-shard
         remover.join(timeout=5)
     finally:
         cluster.shutdown()
@@ -283,8 +285,9 @@ def test_a_failing_trial_is_noted_and_the_others_still_run(sweep_files, ray_tmp)
     sweep.connect(None)
     try:
         cells = spec.cells()[:2]
-        failures = sweep.run_trials(spec, broken, results, cells, sweep.SweepEvents(
-            failed=lambda cell_id, error: failed.append(cell_id), done=lambda cell_id, records: done.append(cell_id)))
+        trials = trials_for(spec, {c: list(range(len(spec.points(c.algorithm)))) for c in cells}, 1)
+        failures = sweep.run_trials(spec, broken, results, trials, sweep.SweepEvents(
+            failed=lambda stem, error: failed.append(stem), done=lambda stem, records, compiles: done.append(stem)))
     finally:
         sweep.disconnect()
     assert sorted(failures) == sorted(failed) == sorted(c.cell_id for c in cells) and not done
@@ -329,3 +332,80 @@ def test_device_settings_share_a_gpu_and_keep_cpu_trials_off_it():
     assert device.trial_settings(0.5, {"XLA_CLIENT_MEM_FRACTION": "0.3"}) == {"XLA_FLAGS": GPU_XLA_FLAG}
     flags = device.trial_settings(1, {"XLA_FLAGS": "--xla_dump_to=/tmp/hlo"})["XLA_FLAGS"]
     assert flags.split() == ["--xla_dump_to=/tmp/hlo", GPU_XLA_FLAG]
+
+
+RECORDED = ["min_train_loss", "final_train_loss", "step_of_min", "steps_run", "status", "test_acc_final", "test_acc_max"]
+
+
+def test_a_points_record_does_not_depend_on_its_shard(sweep_files, tmp_path, ray_tmp):
+    """The same cells trained whole and as one-point shards: every per-point record agrees exactly
+    (on a CPU points run one at a time, so the arithmetic is the same too), and shards of one cell
+    shape reuse their worker's compiled program."""
+    spec, data_dir, results, _ = sweep_files
+    spec.write_text(yaml.safe_dump({**SPEC, "network": {**SPEC["network"], "depth": [2, 3]},
+                                    "training": {**SPEC["training"], "epochs": 20, "seeds": [0, 1]}}))
+    whole = CliRunner().invoke(app, ["run", str(spec), "--results", str(tmp_path / "whole"), "--data-dir",
+                                     str(data_dir), "--points-per-trial", "100"])
+    assert whole.exit_code == 0, whole.output
+    sharded = CliRunner().invoke(app, ["run", str(spec), "--results", str(results), "--data-dir", str(data_dir),
+                                       "--points-per-trial", "1"])
+    assert sharded.exit_code == 0, sharded.output
+    assert "8 trials to run" in sharded.stderr
+    compiles = int(sharded.stderr.split("8 trials, ")[1].split(" programs compiled")[0])
+    assert compiles <= 2 * 2  # at most one per cell shape on each of the two workers, not one per trial
+    assert len(list((results / "ray" / "records").glob("*.parquet"))) == 8
+    a = load_records(tmp_path / "whole").set_index(POINT_KEY).sort_index()
+    b = load_records(results).set_index(POINT_KEY).sort_index()
+    assert len(a) == len(b) == 8 and (a.index == b.index).all()
+    pd.testing.assert_frame_equal(a[RECORDED], b[RECORDED])
+    curves = pd.concat(pd.read_parquet(f) for f in (results / "ray" / "curves").glob("*.parquet"))
+    assert len(curves.groupby(["cell_id", "seed", "eta"])) == 8  # the curves follow their shards
+
+
+def test_a_killed_sharded_sweep_resumes_with_another_shard_size_and_holds_every_point_once(
+        sweep_files, tmp_path, ray_tmp):
+    spec, data_dir, results, checksums = sweep_files
+    spec.write_text(yaml.safe_dump({**SPEC, "network": {**SPEC["network"], "depth": [2, 3]},
+                                    "training": {**SPEC["training"], "seeds": [0, 1]}}))  # 2 cells × 4 points
+    records = results / "ray" / "records"
+    driver = start_driver(tmp_path, checksums, spec, "--results", results, "--data-dir", data_dir,
+                          "--points-per-trial", "1")
+    tree = {driver.pid}
+    try:
+        wait_for(lambda: any(records.glob("*.p*.parquet")) or driver.poll() is not None, 180, "a first shard")
+        tree = process_tree(driver.pid)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=60)
+    finally:
+        end_processes(tree | process_tree(driver.pid))
+    done = len(list(records.glob("*.parquet")))
+    assert 1 <= done < 8, (tmp_path / "driver.err").read_text()
+    status = CliRunner().invoke(app, ["status", "--results", str(results)])
+    assert f"{done}/8 points done, {8 - done} pending" in status.stdout
+    partial = CliRunner().invoke(app, ["transfer", "--from", "2", "--to", "3", "--results", str(results)])
+    assert partial.exit_code in (0, 2)  # reported, never a crash: incomplete cells are left out
+
+    rerun = CliRunner().invoke(app, ["run", str(spec), "--results", str(results), "--data-dir", str(data_dir),
+                                     "--points-per-trial", "2"])  # a stale lock, another K
+    assert rerun.exit_code == 0, rerun.output
+    assert f"{done} of 8 points done" in rerun.stderr
+    assert_every_point_once(results, n_cells=2, points_per_cell=4)
+    again = CliRunner().invoke(app, ["run", str(spec), "--results", str(results), "--data-dir", str(data_dir)])
+    assert again.exit_code == 0 and "all 2 cells done" in again.stderr
+
+
+def test_a_second_driver_of_a_sweep_is_refused_while_the_first_lives(sweep_files, tmp_path, ray_tmp):
+    spec, data_dir, results, checksums = sweep_files
+    lock = results / "ray" / "driver.lock"
+    first = start_driver(tmp_path, checksums, spec, "--results", results, "--data-dir", data_dir)
+    tree = {first.pid}
+    try:
+        wait_for(lambda: lock.exists() or first.poll() is not None, 120, "the first driver's lock")
+        before = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.name != "driver.lock"}
+        second = CliRunner().invoke(app, ["run", str(spec), "--results", str(results), "--data-dir", str(data_dir)])
+        assert second.exit_code == 2, second.output
+        assert f"is being run by another driver (pid {first.pid} on " in second.stderr and "started 20" in second.stderr
+        assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p.exists())
+        tree = process_tree(first.pid)
+    finally:
+        end_processes(tree | process_tree(first.pid))
