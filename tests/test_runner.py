@@ -14,7 +14,7 @@ from mupc_sweep.cli import app
 from mupc_sweep.errors import ResultsError
 from mupc_sweep.report import best_text
 from mupc_sweep.spec import parse_spec
-from mupc_sweep.store import RECORD_COLUMNS, load_records, write_cell, write_failure
+from mupc_sweep.store import RECORD_COLUMNS, incomplete_cells, load_records, write_cell, write_failure
 
 SPEC = {
     "name": "tiny",
@@ -174,3 +174,25 @@ def test_dry_run_lists_cells_and_writes_nothing(setup):
     assert result.exit_code == 0 and "relu-mupc-pc-N4-H3-T3" in result.stdout
     assert "2 cells, 8 points to train in 2 trials" in result.stdout
     assert not results.exists()
+
+
+def test_partial_cells_are_left_out_of_the_records_and_named(setup):
+    spec, _, results = setup
+    parsed = parse_spec(SPEC)
+    runner.prepare(parsed, results, restart=False)
+    write_cell(results, "tiny", "relu-mupc-pc-N4-H2-T2", whole_cell())  # all 4 points
+    write_cell(results, "tiny", "relu-mupc-pc-N4-H3-T3", whole_cell().iloc[:1], stem="relu-mupc-pc-N4-H3-T3.p0")
+    write_cell(results, "tiny", "relu-mupc-pc-N4-H3-T3", whole_cell().iloc[2:3], stem="relu-mupc-pc-N4-H3-T3.p2")
+    assert runner.pending_points(parsed, results)[parsed.cells()[1]] == [1, 3]
+    records = load_records(results)
+    assert set(records.cell_id) == {"relu-mupc-pc-N4-H2-T2"} and len(records) == 4
+    assert incomplete_cells(results) == [
+        "tiny: relu-mupc-pc-N4-H3-T3: 2 of 4 points (run the sweep again to train the rest)"]
+    shown = invoke("status", "--results", results)
+    assert "1/2 cells done, 6/8 points done, 2 pending" in shown.stdout
+    assert "relu-mupc-pc-N4-H3-T3: 2/4 points done, 2 pending" in shown.stdout
+    plotted = invoke("plot", "--results", results)
+    assert plotted.exit_code == 0 and "incomplete, not drawn: tiny: relu-mupc-pc-N4-H3-T3: 2 of 4" in plotted.stderr
+    write_cell(results, "tiny", "relu-mupc-pc-N4-H3-T3", whole_cell().iloc[:2], stem="relu-mupc-pc-N4-H3-T3.p1")
+    with pytest.raises(ResultsError, match="holds a point in two records files"):
+        load_records(results)

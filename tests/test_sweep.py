@@ -380,6 +380,7 @@ def test_a_killed_sharded_sweep_resumes_with_another_shard_size_and_holds_every_
         end_processes(tree | process_tree(driver.pid))
     done = len(list(records.glob("*.parquet")))
     assert 1 <= done < 8, (tmp_path / "driver.err").read_text()
+    assert (results / "ray" / "driver.lock").exists()  # left by the killed driver: stale, taken over below
     status = CliRunner().invoke(app, ["status", "--results", str(results)])
     assert f"{done}/8 points done, {8 - done} pending" in status.stdout
     partial = CliRunner().invoke(app, ["transfer", "--from", "2", "--to", "3", "--results", str(results)])
