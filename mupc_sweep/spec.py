@@ -209,7 +209,8 @@ def with_resources(
     """The spec with its per-trial resources overridden by `mupc-sweep run --cpus-per-trial`,
     `--gpus-per-trial` and `--points-per-trial` (they do not change results or the hash); errors
     name those options."""
-    names = ("resources.cpu" if cpu is None else "--cpus-per-trial", "resources.gpu" if gpu is None else "--gpus-per-trial")
+    names = ("resources.cpu" if cpu is None else "--cpus-per-trial",
+             "resources.gpu" if gpu is None else "--gpus-per-trial")
     cpu, gpu = spec.cpu if cpu is None else cpu, spec.gpu if gpu is None else gpu
     try:
         _check_resources(cpu, gpu, names)
@@ -217,14 +218,16 @@ def with_resources(
             check_int("--points-per-trial", points_per_trial, minimum=1)
     except InputError as error:
         raise SpecError(str(error)) from None
-    return replace(spec, cpu=float(cpu), gpu=float(gpu), points_per_trial=points_per_trial or spec.points_per_trial)
+    per_trial = spec.points_per_trial if points_per_trial is None else points_per_trial
+    return replace(spec, cpu=float(cpu), gpu=float(gpu), points_per_trial=per_trial)
 
 
 def _check_resources(cpu: Any, gpu: Any, names: tuple[str, str] = ("resources.cpu", "resources.gpu")) -> None:
     for name, value in zip(names, (cpu, gpu)):
         check_nonnegative(name, value)
     if gpu > 1:
-        raise SpecError(f"{names[1]}: a trial trains on one device, so at most 1 (a fraction shares a GPU); got {gpu!r}.")
+        raise SpecError(f"{names[1]}: a trial trains on one device, so at most 1 (a fraction shares a GPU); "
+                        f"got {gpu!r}.")
     if cpu == 0 and gpu == 0:
         raise SpecError(f"{names[0]} and {names[1]}: a trial needs some cpu or gpu; got 0 and 0.")
 

@@ -72,7 +72,8 @@ def write_cell(results: Path, sweep: str, cell_id: str, records: pd.DataFrame, *
 
 def write_curves(results: Path, sweep: str, cell_id: str, curves: pd.DataFrame, *, stem: str | None = None) -> Path:
     """Write one trial's curves (`records.cell_curves`) beside its records, atomically."""
-    return _write(curves_dir(results, sweep) / f"{stem or cell_id}.parquet", curves.assign(sweep=sweep, cell_id=cell_id))
+    target = curves_dir(results, sweep) / f"{stem or cell_id}.parquet"
+    return _write(target, curves.assign(sweep=sweep, cell_id=cell_id))
 
 
 def write_failure(results: Path, sweep: str, stem: str, error: str) -> Path:
@@ -167,8 +168,9 @@ def _read_sweep(results: str | Path, sweep: str) -> tuple[pd.DataFrame, list[str
     twice = table[table.duplicated(POINT_KEY, keep=False)]
     if len(twice):
         cell = twice["cell_id"].iloc[0]
-        raise ResultsError(f"cell {cell} of {sweep} holds a point in two records files ({', '.join(str(p.name) for p in cell_files(results, sweep, cell))}); "
-                           "delete the extra file and run the sweep again.")
+        files = ", ".join(p.name for p in cell_files(results, sweep, cell))
+        raise ResultsError(f"cell {cell} of {sweep} holds a point in two records files ({files}); delete the "
+                           "extra file and run the sweep again.")
     kept = kept_spec(results, sweep) if spec_path(results, sweep).is_file() else None
     if kept is None:
         return table, []

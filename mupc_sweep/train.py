@@ -221,7 +221,8 @@ def train_cell(
     dtype = x_train.dtype
     distinct = np.unique(seeds if seed_pool is None else np.asarray(seed_pool))
     if not np.isin(seeds, distinct).all():
-        raise InputError(f"seed_pool: must hold every point's seed; got {list(distinct)} for seeds {sorted(set(seeds.tolist()))}.")
+        raise InputError(f"seed_pool: must hold every point's seed; got {list(distinct)} for seeds "
+                         f"{sorted(set(seeds.tolist()))}.")
     seed_index = np.searchsorted(distinct, seeds)
     args = (
         jnp.asarray(x_train), jnp.asarray(y_train, jnp.int32), jnp.asarray(x_test), jnp.asarray(y_test, jnp.int32),
