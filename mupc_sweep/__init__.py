@@ -31,9 +31,9 @@ _LAZY = {"train_cell": "train", "CellResult": "train", "train_points": "verify",
          "coord_figure": "coord_plots", "condition_figure": "coord_plots"}
 
 __all__ = [
-    "CellConfig", "CellResult", "Error", "InputError", "TransferReport", "figures", "load_curves", "load_records",
-    "surfaces", "train_cell", "train_points", "transfer",
-    "activity_hessian", "activity_spectrum", "condition_figure", "coord_check", "coord_figure",
+    "CellConfig", "CellResult", "Error", "InputError", "TransferReport", "activity_hessian", "activity_spectrum",
+    "condition_figure", "coord_check", "coord_figure", "figures", "load_curves", "load_records", "surfaces",
+    "train_cell", "train_points", "transfer",
 ]
 
 

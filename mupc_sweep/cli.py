@@ -357,11 +357,14 @@ def diagnose(
     steps: Annotated[list[int], typer.Option(help="measure after this many training steps, 0 at initialisation "
                                                   "(repeat for several)")] = [0, 100],
     activation: Annotated[str, typer.Option(help="linear, tanh or relu")] = CellConfig.activation,
-    examples: Annotated[int, typer.Option(help="B: the batch size of the training steps and of the probe batch "
-                                               "(the first B test examples) the diagnostics measure")] = CellConfig.batch_size,
+    examples: Annotated[int, typer.Option(
+        help="B: the batch size of the training steps and of the probe batch (the first B test examples) "
+             "the diagnostics measure")] = CellConfig.batch_size,
     eta: Annotated[float, typer.Option(help="weight learning rate η of the training steps")] = 0.01,
-    beta: Annotated[float, typer.Option(help="activity learning rate β of inference, in training and after it")] = 10.0,
-    lanczos_steps: Annotated[int, typer.Option(help="Lanczos iterations per Hessian (exact at H·N)")] = 128,
+    beta: Annotated[float, typer.Option(help="activity learning rate β of inference, in training and after")] = 10.0,
+    spectrum_examples: Annotated[int, typer.Option(help="probe examples whose activity-Hessian spectrum is "
+                                                        "computed (the first of the batch)")] = 4,
+    lanczos_steps: Annotated[int, typer.Option(help="Lanczos iterations per Hessian (exact at H·N)")] = 256,
     name: Annotated[str, typer.Option(help="write to RESULTS/diagnose/NAME/")] = "default",
     dataset: Annotated[str, typer.Option(help="mnist or fashion_mnist")] = "mnist",
     results: Results = Path("results"),
@@ -396,8 +399,8 @@ def diagnose(
         bar = ProgressBar("diagnose")
         with jax.enable_x64(True):
             check = coord_check(data, widths=width, depths=depth, params=param, seeds=seed, steps=steps,
-                                activation=activation, examples=examples, eta=eta, beta=beta,
-                                lanczos_steps=lanczos_steps, progress=bar)
+                                activation=activation, examples=examples, spectrum_examples=spectrum_examples,
+                                eta=eta, beta=beta, lanczos_steps=lanczos_steps, progress=bar)
         bar.close()
     except Error as error:
         raise fail(str(error)) from None

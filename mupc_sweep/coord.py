@@ -1,17 +1,17 @@
 r"""The coord check (microsoft/mup's `get_coord_data`; the paper's Fig. A.29) and the activity-Hessian
 spectrum (Figs. 2–4) of a grid of networks, at initialisation and after t training steps.
 
-Each (param, width, depth, seed) network starts from the weights and batch order a sweep's point of
-that seed starts from, and trains by the sweeps' own `grid_step` (README, "What is trained"; T = H,
-Adam(η), batches of B). At each requested step it is measured on a fixed probe batch, the first B test
-examples:
+Each (param, width, depth, seed) network draws its weights and batch order from the keys a sweep's
+point of that seed draws them from (in float64 when x64 is on), and trains by the sweeps' own
+`grid_step` (README, "What is trained"; T = H, Adam(η), batches of B). At each requested step it
+is measured on a fixed probe batch, the first B test examples:
 
 - `z`: RMS over units and examples of the feedforward activities z_l, l = 1..H;
 - `error`: RMS of the errors e_1..e_H and e_L = y − ŷ after T = H inference steps
   z ← z − β∇_z F from the feedforward activities (F the batch mean, as the trainer's);
 - `energy`: ½‖e_l‖² per example (mean over the batch), l = 1..L;
-- the extreme eigenvalues and κ of each probe example's activity Hessian at its feedforward
-  activities (`hessian.batch_spectrum`).
+- the extreme eigenvalues and κ of the activity Hessian of each of the first few probe examples at
+  its feedforward activities (`hessian.batch_spectrum`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pandas as pd
 from jax import Array
 
@@ -81,14 +80,17 @@ def layer_stats(
     )
 
 
-@partial(jax.jit, static_argnames=("activation", "lanczos_steps"))
+@partial(jax.jit, static_argnames=("activation", "lanczos_steps", "spectrum_examples"))
 def measure(
-    w: Weights, x: Array, y: Array, s: Scalings, activation: Activation, beta: Array, lanczos_steps: int, key: Array
+    w: Weights, x: Array, y: Array, s: Scalings, activation: Activation, beta: Array, lanczos_steps: int,
+    spectrum_examples: int, key: Array,
 ) -> tuple[LayerStats, Spectrum]:
-    """`layer_stats` with T = H, and each example's activity-Hessian spectrum at its feedforward activities."""
+    """`layer_stats` of the batch with T = H, and the activity-Hessian spectrum of each of its first
+    `spectrum_examples` examples at their feedforward activities."""
     z_ff, _ = forward(w, x, s, activation)
+    m = spectrum_examples
     return (layer_stats(w, x, y, s, activation, beta, z_ff.shape[0]),
-            batch_spectrum(w, z_ff, x, y, s, activation, lanczos_steps, key))
+            batch_spectrum(w, z_ff[..., :m], x[:, :m], y[:, :m], s, activation, lanczos_steps, key))
 
 
 @partial(jax.jit, static_argnames=("net", "n_classes"))
@@ -139,7 +141,8 @@ class CoordCheck(NamedTuple):
 
 def check_grid(
     *, widths: Sequence[int], depths: Sequence[int], params: Sequence[str], seeds: Sequence[int],
-    steps: Sequence[int], activation: str, examples: int, eta: float, beta: float, lanczos_steps: int,
+    steps: Sequence[int], activation: str, examples: int, spectrum_examples: int, eta: float, beta: float,
+    lanczos_steps: int,
 ) -> None:
     """InputError naming the first bad value of a coord check's grid or settings."""
     check_choice("activation", activation, ACTIVATIONS)
@@ -157,6 +160,7 @@ def check_grid(
             check(f"{where}[{i}]", value)
         check_distinct(where, list(values))
     check_int("examples", examples, minimum=1)
+    check_int("spectrum_examples", spectrum_examples, minimum=1)
     check_int("lanczos_steps", lanczos_steps, minimum=1)
     check_positive("eta", eta)
     check_positive("beta", beta)
@@ -165,21 +169,24 @@ def check_grid(
 def coord_check(
     data: Dataset, *, widths: Sequence[int], depths: Sequence[int], params: Sequence[Param] = PARAMS,
     seeds: Sequence[int] = (0,), steps: Sequence[int] = (0,), activation: Activation = "tanh", examples: int = 64,
-    eta: float = 0.01, beta: float = 10.0, lanczos_steps: int = 128,
+    spectrum_examples: int = 4, eta: float = 0.01, beta: float = 10.0, lanczos_steps: int = 256,
     progress: Callable[[float], None] | None = None,
 ) -> CoordCheck:
     """The coord check and activity-Hessian spectra of every (param, width, depth, seed) network at
     each of `steps` (0: at initialisation), trained on `data` in batches of `examples` and measured on
-    the first `examples` test examples (module docstring). `lanczos_steps` is capped at H·N, where the
-    spectrum is exact. Computes in float64 when x64 is on. `progress` gets the fraction done."""
+    the first `examples` test examples, the Hessian spectrum on the first `spectrum_examples` of them
+    (all when fewer; module docstring). `lanczos_steps` is capped at H·N, where the spectrum is exact.
+    Computes in float64 when x64 is on. `progress` gets the fraction done."""
     check_grid(widths=widths, depths=depths, params=params, seeds=seeds, steps=steps, activation=activation,
-               examples=examples, eta=eta, beta=beta, lanczos_steps=lanczos_steps)
+               examples=examples, spectrum_examples=spectrum_examples, eta=eta, beta=beta,
+               lanczos_steps=lanczos_steps)
     if examples > min(len(data.x_train), len(data.x_test)):
         raise InputError(f"examples: must be at most {min(len(data.x_train), len(data.x_test))}, the size of the "
                          f"smaller of {data.name}'s training and test sets; got {examples}.")
     dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
     x = jnp.asarray(data.x_test[:examples].T, dtype)
     y = jax.nn.one_hot(jnp.asarray(data.y_test[:examples]), data.n_classes, dtype=dtype).T
+    spectrum_examples = min(spectrum_examples, examples)
     total = len(params) * len(widths) * len(depths) * len(seeds) * len(steps)
     coord, spectra = [], []
     nets = checkpoints(data, widths=widths, depths=depths, params=params, seeds=seeds, steps=steps,
@@ -190,11 +197,12 @@ def coord_check(
                    status=cp.status)
         iterations = min(lanczos_steps, cp.depth * cp.width)
         stats, spec = jax.device_get(measure(cp.weights, x, y, s, activation, jnp.asarray(beta, dtype), iterations,
-                                             jax.random.PRNGKey(cp.seed)))
+                                             spectrum_examples, jax.random.PRNGKey(cp.seed)))
         for quantity, values in zip(QUANTITIES, stats):
             coord += [dict(key, layer=layer, quantity=quantity, value=float(v)) for layer, v in enumerate(values, 1)]
-        spectra += [dict(key, example=i, lanczos_steps=iterations, **{f: float(v[i]) for f, v in spec._asdict().items()})
-                    for i in range(examples)]
+        fields = dict(zip(Spectrum._fields, spec))
+        spectra += [dict(key, example=i, lanczos_steps=iterations, **{f: float(v[i]) for f, v in fields.items()})
+                    for i in range(spectrum_examples)]
         if progress is not None:
             progress(done / total)
     return CoordCheck(pd.DataFrame(coord), pd.DataFrame(spectra))
@@ -202,8 +210,9 @@ def coord_check(
 
 def summary(check: CoordCheck) -> pd.DataFrame:
     """One row per network shape and step: the seed means of z's RMS averaged over layers and at layer H,
-    and of the total energy after inference; the median κ over seeds and examples; the seeds whose
-    training diverged."""
+    and of the total energy after inference; the median κ over seeds and examples, and the largest
+    residual_min / |λ_min| (near 0: κ converged; near 1 or above: κ only a lower bound); the seeds
+    whose training diverged."""
     keys = ["param", "width", "depth", "step"]
     coord = check.coord
     z = coord[coord["quantity"] == "z"]
@@ -213,7 +222,9 @@ def summary(check: CoordCheck) -> pd.DataFrame:
         "energy": coord[coord["quantity"] == "energy"].groupby([*keys, "seed"])["value"].sum(),
     })
     table = per_seed.groupby(keys).mean()
-    table["condition"] = check.spectrum.groupby(keys)["condition"].median()
-    status = check.spectrum.groupby([*keys, "seed"])["status"].first()
+    spectrum = check.spectrum.assign(residual=check.spectrum["residual_min"] / check.spectrum["lambda_min"].abs())
+    table["condition"] = spectrum.groupby(keys)["condition"].median()
+    table["residual"] = spectrum.groupby(keys)["residual"].max()
+    status = spectrum.groupby([*keys, "seed"])["status"].first()
     table["diverged"] = (status == "diverged").groupby(keys).sum()
     return table.reset_index()

@@ -44,8 +44,9 @@ def _panel(ax, lines: pd.DataFrame, axis: Axis, centre: str, title: str, ylabel:
 
 def coord_figure(coord: pd.DataFrame, axis: Axis = "depth", *, at: int | None = None) -> Figure:
     """One panel per param and quantity (z, error, energy): each line, a training step, is the mean over
-    layers of the seed-mean value against `axis`, shaded from the smallest layer's to the largest's;
-    the other axis held at `at` (default: its largest value). Log scales."""
+    layers of the seed-mean value against `axis`, shaded over the layers' interquartile range (after
+    T = H steps the lowest layers' errors have barely moved from zero); the other axis held at `at`
+    (default: its largest value). Log scales."""
     rows, at = _fixed(coord, axis, at)
     params, quantities = sorted(coord["param"].unique()), [q for q in QUANTITY_LABELS if q in set(coord["quantity"])]
     fig = Figure(figsize=(4 * len(quantities), 3.2 * len(params)), layout="constrained")
@@ -54,11 +55,13 @@ def coord_figure(coord: pd.DataFrame, axis: Axis = "depth", *, at: int | None = 
         for ax, quantity in zip(row, quantities):
             mine = rows[(rows["param"] == param) & (rows["quantity"] == quantity)]
             per_layer = mine.groupby([axis, "step", "layer"])["value"].mean().reset_index()
-            lines = per_layer.groupby([axis, "step"])["value"].agg(mean="mean", lo="min", hi="max").reset_index()
+            by_size = per_layer.groupby([axis, "step"])["value"]
+            lines = by_size.agg(mean="mean", lo=lambda v: v.quantile(0.25), hi=lambda v: v.quantile(0.75))
+            lines = lines.reset_index()
             _panel(ax, lines, axis, "mean", f"{param}: {quantity}", QUANTITY_LABELS[quantity])
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"coord check, {coord['activation'].iloc[0]}, {SYMBOL[other_axis(axis)]} = {at}: "
-                 "mean over layers (line) and their range (band)")
+                 "mean over layers (line) and their interquartile range (band)")
     return fig
 
 

@@ -12,8 +12,9 @@ every x, y and z (§A.2.4). Its condition number is κ = |λ_max| / |λ_min| (§
 
 Lanczos with full reorthogonalisation needs only v ↦ H_z v (forward-over-reverse autodiff, the cost
 of about three forward passes) and keeps k basis vectors of H·N: no H·N × H·N matrix. Its Ritz
-values lie inside the spectrum, so the κ it reports is a lower bound that tightens with k and is exact
-at k = H·N; each extreme comes with its residual ‖H_z u − θu‖, which bounds |λ − θ|.
+values lie inside the spectrum, so for a positive-definite H_z the κ it reports is a lower bound that
+tightens with k, exact at k = H·N; each extreme comes with its residual ‖H_z u − θu‖, which bounds
+|λ − θ|.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .errors import InputError
 from .pcn import Scalings, Weights, energy, forward, from_layers, scalings
 
 # A Lanczos direction whose norm falls below this fraction of ‖H_z v‖ after orthogonalisation has left
-# the Krylov space: an invariant subspace is found, and the next direction is drawn afresh.
+# the Krylov space: an invariant subspace is found, and the next direction starts afresh.
 BREAKDOWN = 1e-10
 
 
@@ -80,7 +81,7 @@ def lanczos(matvec: Callable[[Array], Array], key: Array, n: int, iterations: in
     basis = jnp.zeros((iterations + 1, n), dtype).at[0].set(start / jnp.linalg.norm(start))
 
     def orthogonalise(u: Array, basis: Array) -> Array:
-        return u - basis.T @ (basis @ u)  # rows not yet filled are zero
+        return u - (basis @ u) @ basis  # rows not yet filled are zero
 
     def step(i, carry):
         basis, alpha, beta = carry
@@ -158,7 +159,7 @@ def activity_hessian(
 
 def activity_spectrum(
     weights: list[np.ndarray], xs: np.ndarray, ys: np.ndarray, *, activation: Activation, param: Param,
-    zs: np.ndarray | None = None, iterations: int = 128, seed: int = 0,
+    zs: np.ndarray | None = None, iterations: int = 256, seed: int = 0,
 ) -> Spectrum:
     """Extreme eigenvalues and condition number of each example's H_z by Lanczos (no dense matrix):
     xs (B, D), ys (B, C), activities zs (B, H, N) or the feedforward ones when None. `iterations`

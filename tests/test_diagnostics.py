@@ -121,8 +121,10 @@ def test_layer_stats_on_a_hand_worked_network(x64):
     """D = N = C = 1, H = 2, SP (all a = 1), linear; W_1 = 2, W_2 = 0.5, W_3 = −1, x = 1, y = 1, β = 0.5, T = 2.
 
     Feedforward: z_1 = 2, z_2 = z_1 + 0.5 z_1 = 3, ŷ = −3, so e_L = 4 and e_1 = e_2 = 0.
-    Step 1 (only z_2 moves): ∂F/∂z_2 = e_2 − W_3 e_L = 4, z_2 = 3 − 0.5·4 = 1; now e_2 = 1 − 3 = −2, e_L = 1 + 1 = 2.
-    Step 2: ∂F/∂z_1 = e_1 − e_2 − W_2 e_2 = 0 + 2 + 1 = 3, ∂F/∂z_2 = e_2 − W_3 e_L = −2 + 2 = 0: z_1 = 0.5, z_2 = 1.
+    Step 1 (only z_2 moves): ∂F/∂z_2 = e_2 − W_3 e_L = 4, z_2 = 3 − 0.5·4 = 1;
+    now e_2 = 1 − 3 = −2, e_L = 1 + 1 = 2.
+    Step 2: ∂F/∂z_1 = e_1 − e_2 − W_2 e_2 = 0 + 2 + 1 = 3, ∂F/∂z_2 = e_2 − W_3 e_L = −2 + 2 = 0:
+    z_1 = 0.5, z_2 = 1.
     Errors: e_1 = 0.5 − 2 = −1.5, e_2 = 1 − 0.5 − 0.25 = 0.25, e_L = 1 + 1 = 2;
     energies ½e²: 1.125, 0.03125, 2.
     """
@@ -204,7 +206,7 @@ def test_coord_figures_have_a_panel_per_param_and_quantity_and_a_line_per_step()
 
 
 def test_diverged_networks_are_not_drawn():
-    coord, spectrum = synthetic_check(steps=(0,))
+    coord, _ = synthetic_check(steps=(0,))
     coord.loc[coord.width == 16, "status"] = "diverged"
     assert list(coord_figure(coord, "width", at=2).axes[0].lines[0].get_xdata()) == [8]
 
@@ -268,7 +270,8 @@ def test_activity_hessian_bad_input_is_one_sentence(change, message):
     elif change.get("weights") == "chain":
         ws[1] = np.zeros((N, N + 1))
     x, y = example()
-    kwargs = dict(dict(x=x, y=y, activation="tanh", param="mupc"), **{k: v for k, v in change.items() if k != "weights"})
+    kwargs = {"x": x, "y": y, "activation": "tanh", "param": "mupc"}
+    kwargs.update({k: v for k, v in change.items() if k != "weights"})
     with pytest.raises(InputError) as raised:
         activity_hessian(ws, kwargs.pop("x"), kwargs.pop("y"), **kwargs)
     assert isinstance(raised.value, ValueError) and message in str(raised.value)
