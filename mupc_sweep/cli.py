@@ -56,8 +56,10 @@ def train(
     batch_size: Annotated[int, typer.Option()] = CellConfig.batch_size,
     epochs: Annotated[float, typer.Option()] = CellConfig.epochs,
     eval_every: Annotated[int, typer.Option(help="steps between test evaluations")] = CellConfig.eval_every,
-    eta: Annotated[list[float], typer.Option(help="weight learning rate η (repeat for a grid)")] = [0.5, 0.1, 0.05, 0.01],
-    beta: Annotated[list[float], typer.Option(help="activity learning rate β (repeat for a grid)")] = [10.0, 1.0, 0.5, 0.1, 0.01],
+    eta: Annotated[list[float], typer.Option(
+        help="weight learning rate η (repeat for a grid)")] = [0.5, 0.1, 0.05, 0.01],
+    beta: Annotated[list[float], typer.Option(
+        help="activity learning rate β (repeat for a grid)")] = [10.0, 1.0, 0.5, 0.1, 0.01],
     seed: Annotated[list[int], typer.Option(help="seed (repeat for several)")] = [0],
     data_dir: DataDir = None,
     chunk: Annotated[int | None, typer.Option(help="points vmapped together (default: by device)")] = None,
@@ -136,13 +138,16 @@ def run(
     spec_file: Annotated[Path, typer.Argument(help="sweep spec (YAML)", metavar="SPEC")],
     results: Results = Path("results"),
     address: Annotated[str | None, typer.Option(
-        help="Ray cluster to join (host:port of its head, or auto; default $RAY_ADDRESS, else Ray embedded here)")] = None,
+        help="Ray cluster to join (host:port of its head, or auto; default $RAY_ADDRESS, else Ray embedded "
+             "here)")] = None,
     points_per_trial: Annotated[int | None, typer.Option(
-        help="points a trial trains at most (default: resources.points_per_trial, else sized from the cluster)")] = None,
+        help="points a trial trains at most (default: resources.points_per_trial, else sized from the "
+             "cluster)")] = None,
     cpus_per_trial: Annotated[float | None, typer.Option(help="override resources.cpu of the spec")] = None,
     gpus_per_trial: Annotated[float | None, typer.Option(
         help="override resources.gpu of the spec (fractions share a GPU)")] = None,
-    dry_run: Annotated[bool, typer.Option(help="show the trials, their estimated cost and wall time; train nothing")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        help="show the trials, their estimated cost and wall time; train nothing")] = False,
     slots: Annotated[int | None, typer.Option(help="with --dry-run: plan for this many trial slots")] = None,
     restart: Annotated[bool, typer.Option(help="delete this sweep's earlier records and start over")] = False,
     data_dir: DataDir = None,
@@ -157,16 +162,12 @@ def run(
     Example: mupc-sweep run sweeps/quick.yaml --results results
     """
     from .checks import check_int
-    from .console import ProgressBar, SweepProgress
     from .cost import N_TRAIN
     from .data import load_dataset
     from .errors import InputError
-    from .lock import DriverLock
-    from .report import plan_text
-    from .runner import check_resumable, pending, pending_points, prepare, trials_for
-    from .shards import local_slots, trial_table, wall_time
+    from .runner import check_resumable, pending, pending_points, prepare
+    from .shards import local_slots
     from .spec import load_spec, with_resources
-    from .sweep import SweepEvents, check_fits, cluster_slots, connect, disconnect, resolve_address, run_trials
 
     results = out if out is not None else results
     try:
@@ -183,12 +184,8 @@ def run(
         todo = {c: list(range(len(spec.points(c.algorithm)))) for c in spec.cells()} if restart else (
             pending_points(spec, results))
         if dry_run:
-            n_slots = slots or local_slots(spec.cpu, spec.gpu) or 1
-            planned, whole = trials_for(spec, todo, n_slots), trials_for(spec, todo, n_slots, sharded=False)
-            typer.echo(plan_text(trial_table(planned), slots=n_slots, where="--slots" if slots else "this machine",
-                                 wall_s=wall_time([t.seconds for t in planned], n_slots),
-                                 unsharded_s=wall_time([t.seconds for t in whole], n_slots),
-                                 device="GPU" if spec.gpu > 0 else "CPU"))
+            where = "--slots" if slots else "this machine"
+            _print_plan(spec, todo, slots or local_slots(spec.cpu, spec.gpu) or 1, where)
             return
         data = load_dataset(spec.dataset, data_dir)
         for cell in spec.cells():
@@ -200,6 +197,37 @@ def run(
         prepare(spec, results, restart=False)
         typer.echo(f"{spec.name}: all {len(todo)} cells done -> {results / spec.name}", err=True)
         return
+    failures = _train(spec, todo, data, results, address, restart=restart)
+    left = pending(spec, results)
+    if left:
+        failed = f" ({len(failures)} trials failed, noted in {results / spec.name / 'failed'})" if failures else ""
+        typer.echo(f"{len(left)} of {len(todo)} cells are not done{failed}; run the same command again to "
+                   "train them.", err=True)
+        raise typer.Exit(code=1)
+
+
+def _print_plan(spec, todo: dict, slots: int, where: str) -> None:
+    """`run --dry-run`: the trials on `slots` slots, their estimated cost and wall time."""
+    from .report import plan_text
+    from .runner import trials_for
+    from .shards import trial_table, wall_time
+
+    planned, whole = trials_for(spec, todo, slots), trials_for(spec, todo, slots, sharded=False)
+    typer.echo(plan_text(trial_table(planned), slots=slots, where=where,
+                         wall_s=wall_time([t.seconds for t in planned], slots),
+                         unsharded_s=wall_time([t.seconds for t in whole], slots),
+                         device="GPU" if spec.gpu > 0 else "CPU"))
+
+
+def _train(spec, todo: dict, data, results: Path, address: str | None, *, restart: bool) -> dict[str, str]:
+    """`run` past its checks: join or start Ray, hold the sweep's lock, train the trials of the points
+    in `todo` and print their progress; the failed trials' errors."""
+    from .console import ProgressBar, SweepProgress
+    from .errors import InputError
+    from .lock import DriverLock
+    from .runner import prepare, trials_for
+    from .sweep import SweepEvents, check_fits, cluster_slots, connect, disconnect, resolve_address, run_trials
+
     try:
         cluster = connect(address)
         warning = check_fits(spec, strict=resolve_address(address) is None)
@@ -209,7 +237,7 @@ def run(
                 prepare(spec, results, restart=restart)
             except OSError as error:
                 raise InputError(f"--results: cannot write the results under {results}: {error}.") from None
-            n_points = sum(len(spec.points(c.algorithm)) for c in todo)
+            n_points, n_left = sum(len(spec.points(c.algorithm)) for c in todo), sum(map(len, todo.values()))
             typer.echo(f"{spec.name}: {len(todo)} cells, {n_points - n_left} of {n_points} points done, "
                        f"{len(trials)} trials to run -> {results / spec.name}\n{cluster}; {spec.cpu:g} CPU, "
                        f"{spec.gpu:g} GPU per trial", err=True)
@@ -221,16 +249,11 @@ def run(
             failures = run_trials(spec, data, results, trials, events)
             bar.close()
             typer.echo(f"{len(trials)} trials, {shown.compiles} programs compiled", err=True)
+            return failures
     except Error as error:
         raise fail(str(error)) from None
     finally:
         disconnect()
-    left = pending(spec, results)
-    if left:
-        failed = f" ({len(failures)} trials failed, noted in {results / spec.name / 'failed'})" if failures else ""
-        typer.echo(f"{len(left)} of {len(todo)} cells are not done{failed}; run the same command again to "
-                   "train them.", err=True)
-        raise typer.Exit(code=1)
 
 
 @app.command()
