@@ -134,7 +134,8 @@ def optimum(surface: pd.DataFrame, size: int) -> Optimum | None:
     etas, betas = np.sort(surface["eta"].unique()), np.sort(surface["beta"].unique())
     in_basin = valid[valid["loss_mean"] <= best.loss_mean * (1 + BASIN_TOLERANCE)]
     refined_eta, refined_beta = refine(valid, float(best.eta), beta)
-    edge = best.eta in (etas[0], etas[-1]) or (uses_beta and len(betas) > 1 and beta in (betas[0], betas[-1]))
+    edge = (len(etas) > 1 and best.eta in (etas[0], etas[-1])) or (
+        uses_beta and len(betas) > 1 and beta in (betas[0], betas[-1]))
     return Optimum(
         size=int(size), eta=float(best.eta), beta=beta, loss=float(best.loss_mean),
         loss_std=float(best.loss_std), n_seeds=int(best.n_seeds),
@@ -236,11 +237,24 @@ def transfer(
         raise InputError(f"no sweep holds {axis} {source}; swept {axis}s: {', '.join(map(str, swept))}.")
     holding = [(family, rows) for family, rows in families(surf, axis) if (rows[axis] == source).any()]
     swept = [(family, rows) for family, rows in holding if rows[axis].nunique() > 1]
-    return [_family_report(rows, family_records(records, family, axis), family, axis, source, target)
-            for family, rows in swept or holding]
+    reports, failed = [], []
+    for family, rows in swept or holding:
+        try:
+            reports.append(_family_report(rows, family_records(records, family), family, axis, source, target))
+        except NoSourceOptimum as error:  # one family failed at the source: the others still report
+            failed.append(error)
+    if not reports:
+        raise failed[0]
+    for report in reports:
+        report.warnings += [f"not reported: {error}" for error in failed]
+    return reports
 
 
-def family_records(records: pd.DataFrame, family: dict, axis: Axis) -> pd.DataFrame:
+class NoSourceOptimum(InputError):
+    """Every point of a family failed at the source size."""
+
+
+def family_records(records: pd.DataFrame, family: dict) -> pd.DataFrame:
     """The rows of `records` that belong to `family` (as `families` names it)."""
     mask = np.ones(len(records), bool)
     for key, value in family.items():
@@ -258,7 +272,7 @@ def _family_report(
     uses_beta = family["algorithm"] == "pc"
     optima, incomplete = _optima(rows, axis)
     if source not in optima:
-        raise InputError(f"{axis} {source} of {_describe(family)} has no valid point to transfer from.")
+        raise NoSourceOptimum(f"{axis} {source} of {_describe(family)} has no valid point to transfer from.")
     src = optima[source]
     warnings = []
     # Out of sample: only sizes on the source's side of the target may inform the recommendation.
@@ -270,10 +284,11 @@ def _family_report(
         if uses_beta:
             beta = float(10 ** (drift["log_beta_intercept"] + drift["log_beta_slope"] * np.log2(target)))
         basis = "extrapolated drift"
+        of_beta = f" and {signed(drift['log_beta_slope'])} of β" if uses_beta else ""
         warnings.append(
-            f"the optimum drifts with {axis} ({signed(drift['log_eta_slope'])} decades of η and "
-            f"{signed(drift['log_beta_slope'])} of β per doubling over {axis} {_sizes(drift_sizes)}): rates do not "
-            "transfer unchanged; the recommendation is extrapolated"
+            f"the optimum drifts with {axis} ({signed(drift['log_eta_slope'])} decades of η{of_beta} per doubling "
+            f"over {axis} {sizes_text(drift_sizes)}): rates do not transfer unchanged; the recommendation is "
+            "extrapolated"
         )
     if src.on_edge:
         warnings.append(f"the optimum at {axis} {source} lies on the edge of the grid; widen the grid")
@@ -282,8 +297,11 @@ def _family_report(
 
     by_size = {int(size): surface for size, surface in rows.groupby(axis)}
     regret = interval = extrapolated = coincide = holds = None
-    target_swept = target in optima
-    if target_swept:
+    target_swept = target in by_size
+    if target_swept and target not in optima:  # swept, and every point failed there
+        holds = False
+        warnings.append(f"transfer does not hold at {axis} {target}: every point diverged or stopped there")
+    elif target_swept:
         tgt_surface, tgt = by_size[target], optima[target]
         regret = _regret(tgt_surface, src.eta, src.beta, tgt.loss)
         if basis == "extrapolated drift":
@@ -338,7 +356,7 @@ def _regret(surface: pd.DataFrame, eta: float, beta: float | None, best: float) 
     return float(near.loss_mean / best) if near.valid else None
 
 
-def _sizes(sizes: list[int]) -> str:
+def sizes_text(sizes: list[int]) -> str:
     return ", ".join(map(str, sizes))
 
 

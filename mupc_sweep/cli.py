@@ -165,7 +165,7 @@ def run(
     from .cost import N_TRAIN
     from .data import load_dataset
     from .errors import InputError
-    from .runner import check_resumable, pending, pending_points, prepare
+    from .runner import check_resumable, pending, pending_points
     from .shards import local_slots
     from .spec import load_spec, with_resources
 
@@ -192,12 +192,10 @@ def run(
             cell.check_steps(len(data.x_train))
     except Error as error:
         raise fail(str(error)) from None
-    n_left = sum(map(len, todo.values()))
-    if not n_left:
-        prepare(spec, results, restart=False)
+    if not any(todo.values()):
         typer.echo(f"{spec.name}: all {len(todo)} cells done -> {results / spec.name}", err=True)
         return
-    failures = _train(spec, todo, data, results, address, restart=restart)
+    failures = _train(spec, data, results, address, restart=restart)
     left = pending(spec, results)
     if left:
         failed = f" ({len(failures)} trials failed, noted in {results / spec.name / 'failed'})" if failures else ""
@@ -219,24 +217,29 @@ def _print_plan(spec, todo: dict, slots: int, where: str) -> None:
                          device="GPU" if spec.gpu > 0 else "CPU"))
 
 
-def _train(spec, todo: dict, data, results: Path, address: str | None, *, restart: bool) -> dict[str, str]:
-    """`run` past its checks: join or start Ray, hold the sweep's lock, train the trials of the points
-    in `todo` and print their progress; the failed trials' errors."""
+def _train(spec, data, results: Path, address: str | None, *, restart: bool) -> dict[str, str]:
+    """`run` past its checks: join or start Ray, take the sweep's lock, and under it prepare the
+    results folder, find the points still to train, plan their trials, train them and print their
+    progress; the failed trials' errors."""
     from .console import ProgressBar, SweepProgress
     from .errors import InputError
     from .lock import DriverLock
-    from .runner import prepare, trials_for
+    from .runner import pending_points, prepare, trials_for
     from .sweep import SweepEvents, check_fits, cluster_slots, connect, disconnect, resolve_address, run_trials
 
     try:
         cluster = connect(address)
         warning = check_fits(spec, strict=resolve_address(address) is None)
-        trials = trials_for(spec, todo, cluster_slots(spec))
         with DriverLock(results, spec.name):
             try:
                 prepare(spec, results, restart=restart)
             except OSError as error:
                 raise InputError(f"--results: cannot write the results under {results}: {error}.") from None
+            todo = pending_points(spec, results)  # under the lock: no other driver changes it now
+            trials = trials_for(spec, todo, cluster_slots(spec))
+            if not trials:  # another driver finished them before this one took the lock
+                typer.echo(f"{spec.name}: all {len(todo)} cells done -> {results / spec.name}", err=True)
+                return {}
             n_points, n_left = sum(len(spec.points(c.algorithm)) for c in todo), sum(map(len, todo.values()))
             typer.echo(f"{spec.name}: {len(todo)} cells, {n_points - n_left} of {n_points} points done, "
                        f"{len(trials)} trials to run -> {results / spec.name}\n{cluster}; {spec.cpu:g} CPU, "

@@ -2,8 +2,8 @@
 
 The lock is created exclusively (O_EXCL) and holds the driver's pid, host and start time; the
 driver touches it every `HEARTBEAT_S` seconds. A second driver of the same sweep is refused while
-the lock is live. A lock is stale, and taken over, when its pid is gone on this host, or when it
-has not been touched for `STALE_S` seconds (a driver killed on another machine).
+the lock is live. A lock is stale, and taken over, when its pid is gone on this host, or, when it
+names another host, when it has not been touched for `STALE_S` seconds (a driver killed there).
 """
 
 from __future__ import annotations
@@ -47,8 +47,13 @@ class DriverLock:
                 f"sweep {self.sweep} is being run by another driver (pid {holder.get('pid')} on "
                 f"{holder.get('host')}, started {holder.get('started')}); wait for it to finish, or stop it "
                 f"first. A lock left by a killed driver is taken over once stale ({self.path}).")
-        if holder is not None:
-            self.path.unlink(missing_ok=True)  # stale: its driver is gone
+        if holder is not None:  # stale: its driver is gone. Move it aside: of two drivers taking
+            aside = self.path.with_name(f".{self.path.name}.{os.getpid()}.stale")  # it over, one renames it
+            try:
+                os.rename(self.path, aside)
+                aside.unlink()
+            except FileNotFoundError:
+                pass  # the other did; our exclusive create below decides
         self._create()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True)
         self._beat.start()
@@ -84,22 +89,18 @@ def read_holder(path: Path) -> dict | None:
     """The lock's pid, host and start time; {} for an unreadable lock (treated as stale by age); None
     without a lock."""
     try:
-        return json.loads(path.read_text())
+        holder = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
         return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def is_stale(path: Path, holder: dict) -> bool:
-    """Whether the lock's driver is gone: its pid does not exist on this host, or the lock has not
-    been touched for `STALE_S` seconds."""
-    try:
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return True
-    if age > STALE_S:
-        return True
+    """Whether the lock's driver is gone: on this host, whether its pid still exists (a live driver
+    keeps its lock however long it was suspended); from another host, whether the lock has gone
+    untouched for `STALE_S` seconds."""
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
         try:
             os.kill(holder["pid"], 0)
@@ -107,4 +108,8 @@ def is_stale(path: Path, holder: dict) -> bool:
             return True
         except PermissionError:
             return False
-    return False
+        return False
+    try:
+        return time.time() - path.stat().st_mtime > STALE_S
+    except FileNotFoundError:
+        return True

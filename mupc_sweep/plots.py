@@ -216,17 +216,19 @@ def figure_stem(family: dict, axis: Axis) -> str:
 
 
 def figures(records: pd.DataFrame, *, axis: Axis = "depth", curves: pd.DataFrame | None = None) -> dict[str, Figure]:
-    """Every figure `mupc-sweep plot` draws for `records` (one sweep's), keyed by file stem: per
+    """Every figure `mupc-sweep plot` draws for `records`, keyed by file stem (after the sweep's
+    name when `records` hold several sweeps, so that none hides another's): per
     family along `axis`, the contours (`contours_<stem>`, PC only), loss against the rates
     (`transfer_<stem>`) and, where `curves` hold evaluations, test accuracy (`accuracy_<stem>`)."""
     check_axis(axis)
     surf = surfaces(records)
+    several = "sweep" in surf and surf["sweep"].nunique() > 1  # then the stems start with the sweep's name
     out: dict[str, Figure] = {}
     for key, family in families(surf, axis):
-        stem = figure_stem(key, axis)
+        stem = (f"{key['sweep']}_" if several else "") + figure_stem(key, axis)
         if key["algorithm"] == "pc":
             out[f"contours_{stem}"] = contour_figure(
-                family, axis, probability=optimum_probabilities(family_records(records, key, axis), family, axis),
+                family, axis, probability=optimum_probabilities(family_records(records, key), family, axis),
                 edges=stability_edges(family, axis))
         out[f"transfer_{stem}"] = transfer_figure(family, axis)
         if curves is not None and (accuracy := accuracy_figure(family, curves, axis)) is not None:

@@ -6,7 +6,17 @@ import math
 
 import pandas as pd
 
-from .analysis import BASIN_TOLERANCE, REGRET_LEVEL, REGRET_OK, TransferReport, optimum, other_axis, signed, surfaces
+from .analysis import (
+    BASIN_TOLERANCE,
+    REGRET_LEVEL,
+    REGRET_OK,
+    TransferReport,
+    optimum,
+    other_axis,
+    signed,
+    sizes_text,
+    surfaces,
+)
 
 
 def best_text(records: pd.DataFrame) -> str:
@@ -70,7 +80,7 @@ def transfer_text(r: TransferReport) -> str:
     steps = f", T = {f['inference_steps']}" if "inference_steps" in f else ""
     beta = f", β = {r.recommended_beta:.3g}" if uses_beta else ""
     basis = r.basis if r.drift is None or not r.drift["drifts"] else (
-        f"{r.basis} over {r.axis} {_sizes(r.drift_sizes)}")
+        f"{r.basis} over {r.axis} {sizes_text(r.drift_sizes)}")
     lines = [
         f"{where}{f['dataset']} {f['activation']} {f['param']} {f['algorithm']}, {fixed} {f[fixed]}{steps}: "
         f"{r.axis} {r.source} -> {r.target}",
@@ -118,9 +128,10 @@ def _drift_line(r: TransferReport) -> str:
     side = "below" if r.source < r.target else "above"
     if r.drift is None:
         return (f"  no extrapolation: {len(r.drift_sizes)} swept size(s) {side} {r.axis} {r.target} "
-                f"({_sizes(r.drift_sizes)}); a drift fit needs 3")
-    return (f"  drift per doubling over {r.axis} {_sizes(r.drift_sizes)} (the sizes {side} the target): "
-            f"{signed(r.drift['log_eta_slope'])} decades of η, {signed(r.drift['log_beta_slope'])} of β "
+                f"({sizes_text(r.drift_sizes)}); a drift fit needs 3")
+    of_beta = f", {signed(r.drift['log_beta_slope'])} of β" if r.recommended_beta is not None else ""
+    return (f"  drift per doubling over {r.axis} {sizes_text(r.drift_sizes)} (the sizes {side} the target): "
+            f"{signed(r.drift['log_eta_slope'])} decades of η{of_beta} "
             f"({'drifts' if r.drift['drifts'] else 'stable'})")
 
 
@@ -186,7 +197,3 @@ def _ratio(value: float) -> str:
 
 def _rates(eta: float, beta: float | None) -> str:
     return f"(η {eta:g}, β {beta:g})" if beta is not None else f"(η {eta:g})"
-
-
-def _sizes(sizes: list[int]) -> str:
-    return ", ".join(map(str, sizes))

@@ -49,15 +49,23 @@ def check_resumable(spec: SweepSpec, results: Path, *, restart: bool) -> None:
 
 
 def prepare(spec: SweepSpec, results: Path, *, restart: bool) -> None:
-    """Create results/<sweep>/ with the spec as run; with `restart`, delete earlier records first."""
+    """Create results/<sweep>/ with the spec as run; with `restart`, delete earlier records first.
+    Run by the driver holding the sweep's lock, it also removes what an earlier run left behind:
+    half-written temporary files, records files that are not whole (their points are pending and
+    their new shards will be named by the new plan) with their curves, and the last run's failure
+    notes (this run notes its own)."""
     check_resumable(spec, results, restart=restart)
     folder = Path(results) / spec.name
     if restart:
-        for old in (records_dir, curves_dir, failures_dir):
+        for old in (records_dir, curves_dir):
             shutil.rmtree(old(results, spec.name), ignore_errors=True)
         shutil.rmtree(folder / "plots", ignore_errors=True)
+    shutil.rmtree(failures_dir(results, spec.name), ignore_errors=True)
     for stale in (*records_dir(results, spec.name).glob(".*.tmp"), *curves_dir(results, spec.name).glob(".*.tmp")):
         stale.unlink()  # left by a run killed in the middle of a write
+    for damaged in [f for f in records_dir(results, spec.name).glob("*.parquet") if done_points(f) is None]:
+        (curves_dir(results, spec.name) / damaged.name).unlink(missing_ok=True)
+        damaged.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump({"spec_hash": spec.spec_hash(), "spec": spec.to_raw()}, sort_keys=False)
     write_text_atomic(spec_path(results, spec.name), text)
@@ -65,7 +73,7 @@ def prepare(spec: SweepSpec, results: Path, *, restart: bool) -> None:
 
 def pending_points(spec: SweepSpec, results: Path) -> dict[CellConfig, list[int]]:
     """Per cell, the indices (into `spec.points`) of the points that no whole records file holds;
-    a damaged file's points are pending again (and the file replaced when they are retrained)."""
+    a damaged file's points are pending again (`prepare` removes the file before they are retrained)."""
     out = {}
     for cell in spec.cells():
         files = [done_points(f) for f in cell_files(results, spec.name, cell.cell_id)]

@@ -195,12 +195,18 @@ def _parse(raw: Any, default_name: str) -> SweepSpec:
     _check_resources(cpu, gpu)
     if per_trial is not None:
         check_int("resources.points_per_trial", per_trial, minimum=1)
-    return SweepSpec(
+    spec = SweepSpec(
         name=name, dataset=dataset, network=network,
         training={k: training[k] for k in ("batch_size", "epochs", "eval_every")},
         etas=etas, betas=betas, seeds=[int(s) for s in seeds], curves_every=int(curves_every),
         cpu=float(cpu), gpu=float(gpu), points_per_trial=per_trial,
     )
+    ids = [cell.cell_id for cell in spec.cells()]
+    if len(set(ids)) != len(ids):
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise SpecError(f"network: two of its combinations give the same cell {twice} (inference_steps null means "
+                        "T = depth, so null and that depth are one cell); keep one.")
+    return spec
 
 
 def with_resources(

@@ -171,14 +171,14 @@ def _read_sweep(results: str | Path, sweep: str) -> tuple[pd.DataFrame, list[str
         files = ", ".join(p.name for p in cell_files(results, sweep, cell))
         raise ResultsError(f"cell {cell} of {sweep} holds a point in two records files ({files}); delete the "
                            "extra file and run the sweep again.")
-    kept = kept_spec(results, sweep) if spec_path(results, sweep).is_file() else None
+    kept = kept_spec(results, sweep)
     if kept is None:
         return table, []
     spec = kept[0]
     expected = {cell.cell_id: len(spec.points(cell.algorithm)) for cell in spec.cells()}
     counts = table.groupby("cell_id").size()
-    partial = [c for c, n in counts.items() if c in expected and n < expected[c]]
-    lines = [f"{sweep}: {c}: {counts[c]} of {expected[c]} points (run the sweep again to train the rest)"
+    partial = [c for c, n in expected.items() if counts.get(c, 0) < n]
+    lines = [f"{sweep}: {c}: {counts.get(c, 0)} of {expected[c]} points (run the sweep again to train the rest)"
              for c in partial]
     return table[~table["cell_id"].isin(partial)].reset_index(drop=True), lines
 

@@ -85,7 +85,8 @@ def test_partial_sweeps_are_reported_not_fatal():
     records.loc[records.depth == 32, "status"] = "diverged"  # a whole size failed
     (report,) = analysis.transfer(records, source=8, target=32)
     assert any("depth 32: no valid point" in item for item in report.incomplete)
-    assert report.target_swept is False and report.regret is None
+    assert report.target_swept and report.regret is None and report.transfer_holds is False  # swept, all failed
+    assert any("every point diverged or stopped there" in w for w in report.warnings)
     assert [o["size"] for o in report.optima] == [8, 16]
 
 

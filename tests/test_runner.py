@@ -196,3 +196,18 @@ def test_partial_cells_are_left_out_of_the_records_and_named(setup):
     write_cell(results, "tiny", "relu-mupc-pc-N4-H3-T3", whole_cell().iloc[:2], stem="relu-mupc-pc-N4-H3-T3.p1")
     with pytest.raises(ResultsError, match="holds a point in two records files"):
         load_records(results)
+
+
+def test_a_cell_without_records_is_incomplete_and_prepare_removes_damaged_files(setup):
+    spec, _, results = setup
+    parsed = parse_spec(SPEC)
+    runner.prepare(parsed, results, restart=False)
+    write_cell(results, "tiny", "relu-mupc-pc-N4-H2-T2", whole_cell())
+    assert incomplete_cells(results) == [
+        "tiny: relu-mupc-pc-N4-H3-T3: 0 of 4 points (run the sweep again to train the rest)"]
+    damaged = results / "tiny" / "records" / "relu-mupc-pc-N4-H3-T3.parquet"
+    damaged.write_text("junk")
+    write_failure(results, "tiny", "relu-mupc-pc-N4-H3-T3", "ValueError: boom")
+    runner.prepare(parsed, results, restart=False)  # as a driver holding the lock does
+    assert not damaged.exists() and (results / "tiny" / "records" / "relu-mupc-pc-N4-H2-T2.parquet").exists()
+    assert not (results / "tiny" / "failed").exists()

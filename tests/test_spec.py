@@ -159,3 +159,8 @@ def test_points_per_trial_is_a_resource_outside_the_hash():
             parse_spec(minimal(resources={"points_per_trial": bad}))
         with pytest.raises(SpecError, match=r"^--points-per-trial: must be an integer of at least 1"):
             with_resources(spec, points_per_trial=bad)
+
+
+def test_two_combinations_giving_one_cell_are_refused():
+    with pytest.raises(SpecError, match=r"^network: two of its combinations give the same cell tanh-mupc-pc-N8-H3-T3"):
+        parse_spec(minimal(**{"network.depth": 3, "network.inference_steps": [None, 3]}))

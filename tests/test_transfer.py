@@ -212,3 +212,18 @@ def test_bp_has_a_null_beta_everywhere(tmp_path):
     plotted = CliRunner().invoke(app, ["plot", "--results", str(tmp_path)])
     assert plotted.exit_code == 0, plotted.output
     assert [p.name for p in (tmp_path / "toy" / "plots").iterdir()] == ["transfer_mnist_tanh_mupc_bp_N512_by_depth.png"]
+
+
+def test_a_family_without_a_valid_source_point_does_not_hide_the_others():
+    mupc = synthetic([8, 16], lambda s: 0.1, lambda s: 1.0)
+    sp = synthetic([8, 16], lambda s: 0.1, lambda s: 1.0, param="sp").assign(status="diverged")
+    (report,) = analysis.transfer(pd.concat([mupc, sp]), source=8, target=16)
+    assert report.family["param"] == "mupc" and report.transfer_holds
+    assert any(w.startswith("not reported: depth 8 of") and "param=sp" in w for w in report.warnings)
+    with pytest.raises(ValueError, match="has no valid point to transfer from"):
+        analysis.transfer(sp, source=8, target=16)
+
+
+def test_one_eta_grid_is_not_on_the_edge():
+    records = synthetic([8], lambda s: 0.1, lambda s: 1.0, etas=[0.1])
+    assert not analysis.optimum(analysis.surfaces(records), 8).on_edge
