@@ -290,9 +290,9 @@ def status(results: Results = Path("results")) -> None:
         typer.echo(f"{name} (spec {spec_hash}): {sum(not p for p in todo.values())}/{len(todo)} cells done, "
                    f"{total - left}/{total} points done, {left} pending")
         for cell, points in todo.items():
-            files = cell_files(results, name, cell.cell_id)
-            whole = [pd.read_parquet(f) for f in files if done_points(f) is not None]
-            damaged = [f.name for f in files if done_points(f) is None]
+            files = {f: done_points(f) is not None for f in cell_files(results, name, cell.cell_id)}
+            whole = [pd.read_parquet(f) for f, ok in files.items() if ok]
+            damaged = [f.name for f, ok in files.items() if not ok]
             line = cell_status(whole, damaged, read_failure(results, name, cell.cell_id),
                                len(spec.points(cell.algorithm)), len(points))
             typer.echo(f"  {cell.cell_id}: {line}")
