@@ -2,7 +2,7 @@
 its agreement with the dense spectrum on a mid-size network.
 
     .venv/bin/python benchmarks/bench_hessian.py                          # N = 512, H = 32, k ∈ {64, 128, 256}
-    .venv/bin/python benchmarks/bench_hessian.py --depth 128 --iterations 128   # H·N = 65 536
+    .venv/bin/python benchmarks/bench_hessian.py --depth 128 --lanczos-steps 128   # H·N = 65 536
 
 Float64, μPC weights drawn as `init_weights` draws them, MNIST-shaped random inputs (784 → 10), the
 Hessian at the feedforward activities. A row: compile time, the median of 3 timed runs, XLA's compiled
@@ -37,11 +37,11 @@ def inputs(width: int, depth: int, examples: int, activation: str, param: str):
     return w, forward(w, x, s, activation)[0], x, y, s
 
 
-def bench(width: int, depth: int, examples: int, iterations: int, activation: str, param: str) -> dict:
+def bench(width: int, depth: int, examples: int, lanczos_steps: int, activation: str, param: str) -> dict:
     w, z, x, y, s = inputs(width, depth, examples, activation, param)
     key = jax.random.PRNGKey(1)
     start = time.perf_counter()
-    compiled = batch_spectrum.lower(w, z, x, y, s, activation, iterations, key).compile()
+    compiled = batch_spectrum.lower(w, z, x, y, s, activation, lanczos_steps, key).compile()
     compile_s = time.perf_counter() - start
     memory = compiled.memory_analysis()
     times = []
@@ -50,7 +50,7 @@ def bench(width: int, depth: int, examples: int, iterations: int, activation: st
         result = jax.block_until_ready(compiled(w, z, x, y, s, key))
         times.append(time.perf_counter() - start)
     return dict(
-        N=width, H=depth, B=examples, k=iterations, compile_s=compile_s, run_s=float(np.median(times)),
+        N=width, H=depth, B=examples, k=lanczos_steps, compile_s=compile_s, run_s=float(np.median(times)),
         xla_mib=(memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**20,
         rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10,
         lambda_min=float(result.lambda_min[0]), lambda_max=float(result.lambda_max[0]),
@@ -59,7 +59,7 @@ def bench(width: int, depth: int, examples: int, iterations: int, activation: st
     )
 
 
-def dense_check(width: int, depth: int, iterations: int, activation: str, param: str) -> dict:
+def dense_check(width: int, depth: int, lanczos_steps: int, activation: str, param: str) -> dict:
     """Lanczos extremes against the dense spectrum of one example."""
     w, z, x, y, s = inputs(width, depth, 1, activation, param)
     start = time.perf_counter()
@@ -67,8 +67,8 @@ def dense_check(width: int, depth: int, iterations: int, activation: str, param:
         [np.asarray(a) for a in to_layers(w)], np.asarray(x[:, 0]), np.asarray(y[:, 0]), activation=activation,
         param=param))
     dense_s = time.perf_counter() - start
-    result = batch_spectrum(w, z, x, y, s, activation, iterations, jax.random.PRNGKey(1))
-    return dict(N=width, H=depth, k=iterations, dense_s=dense_s, dense_min=eigenvalues[0],
+    result = batch_spectrum(w, z, x, y, s, activation, lanczos_steps, jax.random.PRNGKey(1))
+    return dict(N=width, H=depth, k=lanczos_steps, dense_s=dense_s, dense_min=eigenvalues[0],
                 dense_max=eigenvalues[-1], lanczos_min=float(result.lambda_min[0]),
                 lanczos_max=float(result.lambda_max[0]), dense_condition=abs(eigenvalues[-1]) / abs(eigenvalues[0]),
                 lanczos_condition=float(result.condition[0]))
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--depth", type=int, default=32)
     parser.add_argument("--examples", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--iterations", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--lanczos-steps", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--activation", default="tanh")
     parser.add_argument("--param", default="mupc")
     parser.add_argument("--no-dense-check", action="store_true")
@@ -87,8 +87,8 @@ def main() -> None:
     jax.config.update("jax_enable_x64", True)
     print(f"{jax.devices()[0].device_kind}, {args.activation} {args.param}, float64")
     for examples in args.examples:
-        for iterations in args.iterations:
-            r = bench(args.width, args.depth, examples, iterations, args.activation, args.param)
+        for lanczos_steps in args.lanczos_steps:
+            r = bench(args.width, args.depth, examples, lanczos_steps, args.activation, args.param)
             print(f"N={r['N']} H={r['H']} (H·N={r['N'] * r['H']}) B={r['B']} k={r['k']}: "
                   f"compile {r['compile_s']:.1f} s, "
                   f"run {r['run_s']:.2f} s ({r['run_s'] / r['B']:.2f} s per example), XLA {r['xla_mib']:.0f} MiB, "

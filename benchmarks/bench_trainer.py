@@ -84,6 +84,7 @@ def cell_inputs(width: int, depth: int, points: int, steps: int) -> tuple[CellCo
         jnp.zeros(1, jnp.uint32), jnp.zeros(points, jnp.int32),
         jnp.asarray(np.resize([1e-3, 5e-4, 1e-4, 5e-5], points), jnp.float32),
         jnp.asarray(np.resize([0.1, 0.05, 0.01], points), jnp.float32),
+        jnp.asarray(0, jnp.int32),  # the progress token: no callback registered
     )
     return cfg, args
 

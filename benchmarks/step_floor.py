@@ -35,11 +35,12 @@ from bench_trainer import N_CLASSES, _median_seconds, cell_inputs, matmul_gflops
 _PRODUCT = re.compile(r"^(ynn_fusion|dot|dot_general)(\.[0-9]+)?$")
 
 
-def cell_program(width: int, depth: int, steps: int) -> Callable[[], object]:
-    """One point's cell program, compiled with the trainer's current `step.ADAM`, ready to run."""
+def cell_program(width: int, depth: int, steps: int,
+                 optimizer: optax.GradientTransformation = step.ADAM) -> Callable[[], object]:
+    """One point's cell program, stepping along `optimizer` (the trainer's Adam by default),
+    compiled and ready to run."""
     cfg, args = cell_inputs(width, depth, 1, steps)
-    jax.clear_caches()  # trace again: the optimiser is read while tracing
-    compiled = train._train_cell.lower(*args, cfg=cfg, n_classes=N_CLASSES, chunk=1).compile()
+    compiled = train._train_cell.lower(*args, cfg=cfg, n_classes=N_CLASSES, chunk=1, optimizer=optimizer).compile()
     run = lambda: jax.block_until_ready(compiled(*args))  # noqa: E731
     run()
     return run
@@ -61,12 +62,7 @@ def step_ms_with_and_without_adam(width: int, depth: int, steps: int) -> tuple[f
     """Median ms a step of the cell program with Adam, and with Adam's direction replaced by the
     gradient itself (plain gradient descent, same masks), interleaved runs; and the Adam program."""
     with_adam = cell_program(width, depth, steps)
-    adam = step.ADAM
-    try:
-        step.ADAM = optax.identity()
-        without = cell_program(width, depth, steps)
-    finally:
-        step.ADAM = adam
+    without = cell_program(width, depth, steps, optax.identity())
     times: dict[Callable[[], object], list[float]] = {with_adam: [], without: []}
     for _ in range(7):
         for run, t in times.items():

@@ -1,12 +1,15 @@
 """mupc-sweep: hyperparameter-transfer sweeps for μPC predictive-coding networks.
 
-Reading results needs neither JAX nor Ray (README, "From Python"):
+Running a sweep and reading it are library calls (README, "From Python"); the command line is a
+thin shell over them:
 
-    records = mupc_sweep.load_records("results", sweep="paper-depth")
-    (report,) = mupc_sweep.transfer(records, source=8, target=128)
-    figures = mupc_sweep.figures(records, axis="depth")
+    outcome = mupc_sweep.run_sweep("sweeps/quick.yaml")            # Ray embedded on this machine
+    (report,) = mupc_sweep.transfer(outcome.records, source=2, target=8)
+    figures = mupc_sweep.figures(outcome.records)
 
-Training and diagnostics (`train_cell`, `train_points`, `CellResult`) import JAX on first use.
+Reading results and planning needs neither JAX nor Ray; training and diagnostics (`train_cell`,
+`train_points`, `CellResult`, ...) import JAX on first use, and `run_sweep` imports Ray only to
+start it.
 """
 
 from __future__ import annotations
@@ -17,9 +20,17 @@ from .analysis import TransferReport as TransferReport
 from .analysis import surfaces as surfaces
 from .analysis import transfer as transfer
 from .cell import CellConfig as CellConfig
+from .data import load_dataset as load_dataset
+from .driver import InProcess as InProcess
+from .driver import SweepOutcome as SweepOutcome
+from .driver import plan_sweep as plan_sweep
+from .driver import run_sweep as run_sweep
 from .errors import Error as Error
 from .errors import InputError as InputError
 from .plots import figures as figures
+from .spec import SweepSpec as SweepSpec
+from .spec import load_spec as load_spec
+from .status import sweep_status as sweep_status
 from .store import load_curves as load_curves
 from .store import load_records as load_records
 
@@ -31,9 +42,10 @@ _LAZY = {"train_cell": "train", "CellResult": "train", "train_points": "verify",
          "coord_figure": "coord_plots", "condition_figure": "coord_plots"}
 
 __all__ = [
-    "CellConfig", "CellResult", "Error", "InputError", "TransferReport", "activity_hessian", "activity_spectrum",
-    "condition_figure", "coord_check", "coord_figure", "figures", "load_curves", "load_records", "surfaces",
-    "train_cell", "train_points", "transfer",
+    "CellConfig", "CellResult", "Error", "InProcess", "InputError", "SweepOutcome", "SweepSpec", "TransferReport",
+    "activity_hessian", "activity_spectrum", "condition_figure", "coord_check", "coord_figure", "figures",
+    "load_curves", "load_dataset", "load_records", "load_spec", "plan_sweep", "run_sweep", "surfaces",
+    "sweep_status", "train_cell", "train_points", "transfer",
 ]
 
 

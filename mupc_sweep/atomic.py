@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def write_atomic(target: Path, write: Callable[[BinaryIO], None]) -> Path:
+def write_atomic(target: Path, write: Callable[[BinaryIO], None], *, replace: bool = True) -> Path:
     """Write `target` whole or not at all: `write` fills a temporary file beside it, which is
-    flushed to disk, renamed over `target`, and the folder synced so the rename survives a crash.
-    The file gets the permissions of an ordinary new file (0666 less the umask)."""
+    flushed to disk, renamed over `target` (or, with `replace` False, linked there, so that an
+    existing file is never overwritten: FileExistsError), and the folder synced so the rename
+    survives a crash. The file gets the permissions of an ordinary new file (0666 less the umask)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -25,7 +26,11 @@ def write_atomic(target: Path, write: Callable[[BinaryIO], None]) -> Path:
             write(out)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, target)
+        if replace:
+            os.replace(tmp, target)
+        else:
+            os.link(tmp, target)
+            os.unlink(tmp)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -24,15 +24,16 @@ ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 @dataclass(frozen=True)
 class CellConfig:
     """One network shape and its training settings (README, "What is trained"): width N, depth H
-    (hidden layers), T = `inference_steps` (None means T = H), batch size B, epochs, and the steps
-    between test evaluations. Invalid values raise `InputError` naming the field."""
+    (hidden layers), T = `inference_steps` (given as None it becomes H, the paper's rule), batch
+    size B, epochs, and the steps between test evaluations. Invalid values raise `InputError`
+    naming the field."""
 
     width: int
     depth: int
     activation: Activation = "tanh"
     param: Param = "mupc"
     algorithm: Algorithm = "pc"
-    inference_steps: int | None = None
+    inference_steps: int | None = None  # None: T = H; an int after construction
     batch_size: int = 64
     epochs: float = 1.0
     eval_every: int = 300
@@ -43,27 +44,23 @@ class CellConfig:
         check_choice("algorithm", self.algorithm, ALGORITHMS)
         for name in ("width", "depth", "batch_size", "eval_every"):
             check_int(name, getattr(self, name), minimum=1)
-        if self.inference_steps is not None:
-            check_int("inference_steps", self.inference_steps, minimum=0)
+        if self.inference_steps is None:
+            object.__setattr__(self, "inference_steps", self.depth)  # T = H
+        check_int("inference_steps", self.inference_steps, minimum=0)
         check_positive("epochs", self.epochs)
-
-    @property
-    def steps(self) -> int:
-        """T, the number of inference steps."""
-        return self.depth if self.inference_steps is None else self.inference_steps
 
     @property
     def cell_id(self) -> str:
         """The cell's stable id within a sweep, e.g. tanh-mupc-pc-N64-H8-T8."""
-        return f"{self.activation}-{self.param}-{self.algorithm}-N{self.width}-H{self.depth}-T{self.steps}"
+        return f"{self.activation}-{self.param}-{self.algorithm}-N{self.width}-H{self.depth}-T{self.inference_steps}"
 
-    def n_steps(self, n_train: int) -> int:
+    def training_steps(self, n_train: int) -> int:
         """Training steps: epochs × ⌊n_train / B⌋, rounded down."""
         return int(self.epochs * (n_train // self.batch_size))
 
     def check_steps(self, n_train: int) -> None:
         """InputError unless the cell trains for at least one step on `n_train` examples."""
-        if self.n_steps(n_train) < 1:
+        if self.training_steps(n_train) < 1:
             raise InputError(f"epochs: {self.epochs} gives no training step with {n_train} examples and "
                              f"batch_size {self.batch_size}.")
 
@@ -79,3 +76,22 @@ class CellConfig:
         check_rates("etas", etas.tolist())
         if self.algorithm == "pc":
             check_rates("betas", betas.tolist())
+
+
+def inference_windows(depth: int, steps: int) -> list[tuple[int, int]]:
+    """How inference steps 2..T run: a list of (k, n), n steps on the top k layers.
+
+    From the feedforward activities every hidden error is zero and step t changes only the top t
+    layers: step 1 moves z_H alone (`output_activity_grad`) and each step carries the errors one
+    layer down. So step t needs only a window of the top k ≥ t layers, whose input is still at its
+    feedforward value. Windows double (2, 4, 8, …, capped at H): about log₂ H loop bodies to
+    compile, and close to half the inference products of running every step on all layers.
+    """
+    windows: list[tuple[int, int]] = []
+    for t in range(2, steps + 1):
+        k = min(depth, 1 << (t - 1).bit_length())  # the smallest power of two ≥ t
+        if windows and windows[-1][0] == k:
+            windows[-1] = (k, windows[-1][1] + 1)
+        else:
+            windows.append((k, 1))
+    return windows

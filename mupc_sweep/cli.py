@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -38,10 +39,34 @@ def main(
     """Hyperparameter-transfer sweeps for μPC predictive-coding networks."""
 
 
-def fail(message: str) -> typer.Exit:
-    """Print `Error: message` on stderr; the caller raises the returned exit (status 2)."""
+# The library's errors name its arguments; a command names its options. Argument -> option, where
+# the words differ (`etas[0]` -> `--eta`); the rest is shared by every command.
+COMMON_FLAGS = {"results": "--results", "restart=True": "--restart", "sweep": "--sweep", "axis": "--axis"}
+
+
+def fail(error: Error | str, flags: dict[str, str] | None = None) -> typer.Exit:
+    """Print `Error: message` on stderr, with the library's argument names (`flags` and
+    `COMMON_FLAGS`) turned into this command's option names; the caller raises the returned exit
+    (status 2)."""
+    message = str(error)
+    names = {**COMMON_FLAGS, **(flags or {})}
+    where, colon, rest = message.partition(": ")
+    argument = re.sub(r"\[\d+\]$", "", where)
+    if colon and argument in names:
+        message = f"{names[argument]}: {rest}"
+    message = message.replace("restart=True", names["restart=True"])
     typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=2)
+
+
+def _options(*names: str) -> dict[str, str]:
+    """Arguments spelled as this command's options: `batch_size` -> `--batch-size`."""
+    return {name: "--" + name.replace("_", "-") for name in names}
+
+
+TRAIN_FLAGS = {**_options("dataset", "width", "depth", "activation", "param", "algorithm", "inference_steps",
+                          "batch_size", "epochs", "eval_every", "chunk"),
+               "etas": "--eta", "betas": "--beta", "seeds": "--seed"}
 
 
 @app.command()
@@ -92,8 +117,8 @@ def train(
         data = load_dataset(dataset, data_dir)
         cfg.check_steps(len(data.x_train))
         typer.echo(
-            f"{dataset}: N={width} H={depth} T={cfg.steps} {activation} {param} {algorithm}, "
-            f"{len(seeds)} points x {cfg.n_steps(len(data.x_train))} steps (compiling, then training)...",
+            f"{dataset}: N={width} H={depth} T={cfg.inference_steps} {activation} {param} {algorithm}, "
+            f"{len(seeds)} points x {cfg.training_steps(len(data.x_train))} steps (compiling, then training)...",
             err=True,
         )
         bar = ProgressBar("training")
@@ -102,7 +127,7 @@ def train(
         )
         bar.close()
     except Error as error:
-        raise fail(str(error)) from None
+        raise fail(error, TRAIN_FLAGS) from None
     table = cell_records(result, dataset).sort_values("min_train_loss", na_position="last")
     columns = ["seed", "eta", "beta", "min_train_loss", "final_train_loss", "step_of_min", "steps_run", "status",
                "test_acc_final", "test_acc_max"]
@@ -130,7 +155,11 @@ def data_fetch(
             load_raw(name, data_dir)
             typer.echo(f"{name}: verified ({data_dir or cache_dir() / name})")
     except Error as error:
-        raise fail(str(error)) from None
+        raise fail(error, {"dataset": "NAMES", "data_dir": "--data-dir"}) from None
+
+
+RUN_FLAGS = {**_options("points_per_trial", "cpus_per_trial", "gpus_per_trial", "slots", "data_dir"),
+             "spec": "SPEC"}
 
 
 @app.command()
@@ -157,145 +186,55 @@ def run(
 ) -> None:
     """Train every point of a sweep that has no record yet, in Ray Tune trials of whole cells or shards.
 
-    Each finished trial is written at once, so an interrupted sweep resumes where it stopped.
+    Each finished trial is written at once, so an interrupted sweep resumes where it stopped. A spec
+    may grow between runs (more widths, depths, rates or seeds): only the new points train.
 
     Example: mupc-sweep run sweeps/quick.yaml --results results
     """
-    from .checks import check_int
-    from .cost import N_TRAIN
-    from .data import load_dataset
-    from .errors import InputError
-    from .runner import check_resumable, pending, pending_points
-    from .shards import local_slots
-    from .spec import load_spec, with_resources
+    from .driver import plan_sweep, run_sweep
+    from .report import plan_text
 
+    resources = dict(points_per_trial=points_per_trial,
+                     cpus_per_trial=cpus_per_trial if cpus_per_cell is None else cpus_per_cell,
+                     gpus_per_trial=gpus_per_trial if gpus_per_cell is None else gpus_per_cell)
     results = out if out is not None else results
     try:
-        if results.exists() and not results.is_dir():
-            raise InputError(f"--results: {results} is a file, not a results directory.")
-        if slots is not None:
-            check_int("--slots", slots, minimum=1)
-        spec = with_resources(load_spec(spec_file), cpu=cpus_per_trial if cpus_per_cell is None else cpus_per_cell,
-                              gpu=gpus_per_trial if gpus_per_cell is None else gpus_per_cell,
-                              points_per_trial=points_per_trial)
-        check_resumable(spec, results, restart=restart)
-        for cell in spec.cells():
-            cell.check_steps(N_TRAIN)
-        todo = {c: list(range(len(spec.points(c.algorithm)))) for c in spec.cells()} if restart else (
-            pending_points(spec, results))
         if dry_run:
-            where = "--slots" if slots else "this machine"
-            _print_plan(spec, todo, slots or local_slots(spec.cpu, spec.gpu) or 1, where)
+            plan = plan_sweep(spec_file, results=results, slots=slots, restart=restart, **resources)
+            typer.echo(plan_text(plan, where="--slots" if slots else "this machine"))
             return
-        data = load_dataset(spec.dataset, data_dir)
-        for cell in spec.cells():
-            cell.check_steps(len(data.x_train))
+        outcome = run_sweep(spec_file, results=results, address=address, restart=restart, data_dir=data_dir,
+                            **resources)
     except Error as error:
-        raise fail(str(error)) from None
-    if not any(todo.values()):
-        typer.echo(f"{spec.name}: all {len(todo)} cells done -> {results / spec.name}", err=True)
-        return
-    failures = _train(spec, data, results, address, restart=restart)
-    left = pending(spec, results)
-    if left:
-        failed = f" ({len(failures)} trials failed, noted in {results / spec.name / 'failed'})" if failures else ""
-        typer.echo(f"{len(left)} of {len(todo)} cells are not done{failed}; run the same command again to "
-                   "train them.", err=True)
+        raise fail(error, RUN_FLAGS) from None
+    except KeyboardInterrupt:
+        typer.echo("Interrupted before training began; nothing was written that a rerun would not redo. Run the "
+                   "same command again to train the sweep.", err=True)
+        raise typer.Exit(code=130) from None
+    if not outcome.complete:
+        failed = (f" ({len(outcome.failed)} trials failed, noted in {outcome.results / outcome.sweep / 'failed'})"
+                  if outcome.failed else "")
+        typer.echo(f"{len(outcome.incomplete)} cells are not done{failed}; run the same command again to train "
+                   "them.", err=True)
         raise typer.Exit(code=1)
 
 
-def _print_plan(spec, todo: dict, slots: int, where: str) -> None:
-    """`run --dry-run`: the trials on `slots` slots, their estimated cost and wall time."""
-    from .report import plan_text
-    from .runner import trials_for
-    from .shards import trial_table, wall_time
-
-    planned, whole = trials_for(spec, todo, slots), trials_for(spec, todo, slots, sharded=False)
-    typer.echo(plan_text(trial_table(planned), slots=slots, where=where,
-                         wall_s=wall_time([t.seconds for t in planned], slots),
-                         unsharded_s=wall_time([t.seconds for t in whole], slots),
-                         device="GPU" if spec.gpu > 0 else "CPU"))
-
-
-def _train(spec, data, results: Path, address: str | None, *, restart: bool) -> dict[str, str]:
-    """`run` past its checks: join or start Ray, take the sweep's lock, and under it prepare the
-    results folder, find the points still to train, plan their trials, train them and print their
-    progress; the failed trials' errors."""
-    from .console import ProgressBar, SweepProgress
-    from .errors import InputError
-    from .lock import DriverLock
-    from .runner import pending_points, prepare, trials_for
-    from .sweep import SweepEvents, check_fits, cluster_slots, connect, disconnect, resolve_address, run_trials
-
-    try:
-        cluster = connect(address)
-        warning = check_fits(spec, strict=resolve_address(address) is None)
-        with DriverLock(results, spec.name):
-            try:
-                prepare(spec, results, restart=restart)
-            except OSError as error:
-                raise InputError(f"--results: cannot write the results under {results}: {error}.") from None
-            todo = pending_points(spec, results)  # under the lock: no other driver changes it now
-            trials = trials_for(spec, todo, cluster_slots(spec))
-            if not trials:  # another driver finished them before this one took the lock
-                typer.echo(f"{spec.name}: all {len(todo)} cells done -> {results / spec.name}", err=True)
-                return {}
-            n_points, n_left = sum(len(spec.points(c.algorithm)) for c in todo), sum(map(len, todo.values()))
-            typer.echo(f"{spec.name}: {len(todo)} cells, {n_points - n_left} of {n_points} points done, "
-                       f"{len(trials)} trials to run -> {results / spec.name}\n{cluster}; {spec.cpu:g} CPU, "
-                       f"{spec.gpu:g} GPU per trial", err=True)
-            if warning:
-                typer.echo(f"Warning: {warning}", err=True)
-            bar = ProgressBar("sweep")
-            shown = SweepProgress({t.stem: t.seconds for t in trials}, bar, typer.echo)
-            events = SweepEvents(progress=shown.progress, done=shown.done, retry=shown.retry, failed=shown.failed)
-            failures = run_trials(spec, data, results, trials, events)
-            bar.close()
-            typer.echo(f"{len(trials)} trials, {shown.compiles} programs compiled", err=True)
-            return failures
-    except Error as error:
-        raise fail(str(error)) from None
-    finally:
-        disconnect()
-
-
 @app.command()
-def status(results: Results = Path("results")) -> None:
+def status(
+    results: Results = Path("results"),
+    sweep: Annotated[str | None, typer.Option(help="only this sweep")] = None,
+) -> None:
     """Each sweep under RESULTS: cells done, points done and pending, the best point of every finished cell.
 
     Example: mupc-sweep status --results results
     """
-    import pandas as pd
+    from .status import status_text, sweep_status
 
-    from .report import cell_status
-    from .runner import pending_points
-    from .store import cell_files, done_points, kept_spec, read_failure, spec_path, sweeps
-
-    kept = [p.parent.name for p in Path(results).glob("*/spec.yaml")] if Path(results).is_dir() else []
-    names = sorted(set(kept) | set(sweeps(results)))
-    if not names:
-        raise fail(f"no sweeps under {results}: run one with `mupc-sweep run SPEC`.")
-    for name in names:
-        if not spec_path(results, name).is_file():
-            typer.echo(f"{name}: records but no spec.yaml (restore it, or run its spec again with --restart)")
-            continue
-        try:
-            spec, spec_hash = kept_spec(results, name)
-        except Error as error:
-            typer.echo(f"{name}: unreadable spec.yaml ({error})")
-            continue
-        todo = pending_points(spec, results)
-        total = sum(len(spec.points(c.algorithm)) for c in todo)
-        left = sum(map(len, todo.values()))
-        typer.echo(f"{name} (spec {spec_hash}): {sum(not p for p in todo.values())}/{len(todo)} cells done, "
-                   f"{total - left}/{total} points done, {left} pending")
-        for cell, points in todo.items():
-            files = {f: done_points(f) is not None for f in cell_files(results, name, cell.cell_id)}
-            whole = [pd.read_parquet(f) for f, ok in files.items() if ok]
-            damaged = [f.name for f, ok in files.items() if not ok]
-            line = cell_status(whole, damaged, read_failure(results, name, cell.cell_id),
-                               len(spec.points(cell.algorithm)), len(points))
-            typer.echo(f"  {cell.cell_id}: {line}")
+    try:
+        table = sweep_status(results, sweep)
+    except Error as error:
+        raise fail(error) from None
+    typer.echo(status_text(table))
 
 
 @app.command()
@@ -310,27 +249,19 @@ def plot(
 
     Example: mupc-sweep plot --results results --sweep paper-depth
     """
-    from .analysis import AXES, check_axis
-    from .errors import ResultsError
     from .plots import figures, save_figure
     from .store import incomplete_cells, load_curves, load_records, sweeps
 
     try:
-        if axis is not None:
-            check_axis(axis)
-        names = [sweep] if sweep else sweeps(results)
-        if not names:
-            raise ResultsError(f"no records under {results}: run a sweep first (results/<sweep>/records/*.parquet).")
         drawn = {}
-        for name in names:
+        for name in [sweep] if sweep else sweeps(results) or [None]:
             for line in incomplete_cells(results, name):
                 typer.echo(f"incomplete, not drawn: {line}", err=True)
-            records = load_records(results, name)
-            along = axis or max(AXES, key=lambda a: records[a].nunique())
-            for stem, figure in figures(records, axis=along, curves=load_curves(results, name)).items():
+            for stem, figure in figures(load_records(results, name), axis=axis,
+                                        curves=load_curves(results, name)).items():
                 drawn[Path(results) / name / "plots" / f"{stem}.png"] = figure
     except Error as error:
-        raise fail(str(error)) from None
+        raise fail(error) from None
     for path, figure in drawn.items():
         typer.echo(str(save_figure(figure, path)))
 
@@ -349,29 +280,27 @@ def transfer(
     Example: mupc-sweep transfer --from 8 --to 128 --axis depth
     """
     from .analysis import transfer as recommend
-    from .errors import InputError
-    from .report import finite_or_null, transfer_text
+    from .report import transfer_document
     from .store import incomplete_cells, load_records
 
     try:
-        if source <= 0 or target <= 0:
-            raise InputError(f"--from, --to: sizes must be positive; got --from {source} --to {target}.")
-        if source >= target:
-            raise InputError(f"--from ({source}) must be smaller than --to ({target}): rates transfer from a small "
-                             "model to a larger one.")
-        partial = incomplete_cells(results, sweep)
         reports = recommend(load_records(results, sweep), source=source, target=target, axis=axis)
+        partial = incomplete_cells(results, sweep)
     except Error as error:
-        raise fail(str(error)) from None
+        raise fail(error, {"source": "--from", "target": "--to"}) from None
     if as_json:
-        report = {"axis": axis, "from": source, "to": target, "families": [r.to_dict() for r in reports],
-                  "incomplete_cells": partial}
-        typer.echo(json.dumps(finite_or_null(report), allow_nan=False))
+        document = transfer_document(reports, axis=axis, source=source, target=target, incomplete_cells=partial)
+        typer.echo(json.dumps(document, allow_nan=False))
         return
     for report in reports:
-        typer.echo(transfer_text(report))
+        typer.echo(report.text())
     for line in partial:
         typer.echo(f"incomplete, left out: {line}")
+
+
+DIAGNOSE_FLAGS = {**_options("activation", "batch_size", "spectrum_examples", "eta", "beta", "lanczos_steps", "name",
+                             "dataset", "data_dir", "steps"),
+                  "widths": "--width", "depths": "--depth", "params": "--param", "seeds": "--seed"}
 
 
 @app.command()
@@ -383,7 +312,7 @@ def diagnose(
     steps: Annotated[list[int], typer.Option(help="measure after this many training steps, 0 at initialisation "
                                                   "(repeat for several)")] = [0, 100],
     activation: Annotated[str, typer.Option(help="linear, tanh or relu")] = CellConfig.activation,
-    examples: Annotated[int, typer.Option(
+    batch_size: Annotated[int, typer.Option(
         help="B: the batch size of the training steps and of the probe batch (the first B test examples) "
              "the diagnostics measure")] = CellConfig.batch_size,
     eta: Annotated[float, typer.Option(help="weight learning rate η of the training steps")] = 0.01,
@@ -395,6 +324,7 @@ def diagnose(
     dataset: Annotated[str, typer.Option(help="mnist or fashion_mnist")] = "mnist",
     results: Results = Path("results"),
     data_dir: DataDir = None,
+    examples: Annotated[int | None, typer.Option(hidden=True, help="old name of --batch-size")] = None,
 ) -> None:
     """Coord check and activity-Hessian conditioning of a grid of networks, at initialisation and after
     training steps (the paper's Figs. 2, 4 and A.29; README, "Diagnostics").
@@ -418,18 +348,19 @@ def diagnose(
     folder = results / "diagnose" / name
     try:
         if name in ("", ".", "..") or Path(name).name != name:
-            raise InputError(f"--name: must be a plain folder name; got {name!r}.")
+            raise InputError(f"name: must be a plain folder name; got {name!r}.")
         if results.exists() and not results.is_dir():
-            raise InputError(f"--results: {results} is a file, not a results directory.")
+            raise InputError(f"results: {results} is a file, not a results directory.")
         data = load_dataset(dataset, data_dir)
         bar = ProgressBar("diagnose")
         with jax.enable_x64(True):
             check = coord_check(data, widths=width, depths=depth, params=param, seeds=seed, steps=steps,
-                                activation=activation, examples=examples, spectrum_examples=spectrum_examples,
+                                activation=activation, batch_size=batch_size if examples is None else examples,
+                                spectrum_examples=spectrum_examples,
                                 eta=eta, beta=beta, lanczos_steps=lanczos_steps, progress=bar)
         bar.close()
     except Error as error:
-        raise fail(str(error)) from None
+        raise fail(error, DIAGNOSE_FLAGS) from None
     for stem, table in (("coord", check.coord), ("spectrum", check.spectrum)):
         typer.echo(str(write_atomic(folder / f"{stem}.parquet", lambda out, t=table: t.to_parquet(out, index=False))))
     for stem, figure in coord_figures(check.coord, check.spectrum).items():

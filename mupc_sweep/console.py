@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 
 import pandas as pd
 
+from .driver import SweepEvents
+from .regions import needs
 from .report import best_text
 
 
@@ -47,41 +48,65 @@ def duration(seconds: float) -> str:
 
 
 class SweepProgress:
-    """A sweep's progress on a bar, weighted by each trial's estimated cost, and a line per
-    finished, retried or failed trial, printed through `echo`. Its methods are the callbacks of
-    `sweep.SweepEvents`; `compiles` counts the programs the trials compiled."""
+    """What `run_sweep` shows while it runs, when `enabled`: a header, a bar weighted by each trial's
+    estimated cost (trials planned later, such as a transfer sweep's patches, join it as they are
+    planned), a line per finished, retried or failed trial on stdout, and a closing line."""
 
-    def __init__(self, cost: dict[str, float], bar: ProgressBar, echo: Callable[[str], None]) -> None:
-        self.cost, self.bar, self.echo = cost, bar, echo
-        self.total = sum(cost.values()) or 1.0
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar = ProgressBar("sweep") if enabled else None
+        self.cost: dict[str, float] = {}
         self.running: dict[str, float] = {}
         self.finished = 0.0
-        self.compiles = 0
+
+    def events(self) -> SweepEvents:
+        return SweepEvents(planned=self.planned, progress=self.progress, done=self.done, retry=self.retry,
+                           failed=self.failed)
+
+    def line(self, text: str, *, out=sys.stderr) -> None:
+        if not self.enabled:
+            return
+        self.bar.close_line()
+        print(text, file=out, flush=True)
+        self._draw()
+
+    def header(self, spec, run, description: str, warning: str | None) -> None:
+        cell_needs = needs(spec, run.done).values()
+        missing = sum(len(n.missing) for n in cell_needs)
+        later = sum(n.waits for n in cell_needs)
+        self.line(f"{spec.name}: {len(spec.cells())} cells, {sum(map(len, run.done.values()))} points done, "
+                  f"{missing} to train" + (f" now, {later} patches after their sources" if later else "")
+                  + f" -> {run.results / spec.name}\n{description}; {spec.cpu:g} CPU, {spec.gpu:g} GPU per trial"
+                  + (f"\nWarning: {warning}" if warning else ""))
+
+    def close(self, run) -> None:
+        if self.enabled:
+            self.bar.close()
+            self.line(f"{run.trained} points trained in {len(self.cost)} trials, {run.compiles} programs compiled")
 
     def _draw(self) -> None:
-        self.bar((self.finished + sum(self.running.values())) / self.total)
+        if self.enabled and self.cost:
+            self.bar((self.finished + sum(self.running.values())) / sum(self.cost.values()))
 
-    def _line(self, text: str) -> None:
-        self.bar.close_line()
-        self.echo(text)
+    def planned(self, trials) -> None:
+        self.cost.update({t.stem: t.seconds for t in trials})
         self._draw()
 
     def progress(self, stem: str, fraction: float) -> None:
-        self.running[stem] = fraction * self.cost[stem]
+        self.running[stem] = fraction * self.cost.get(stem, 0.0)
         self._draw()
 
     def done(self, stem: str, records: pd.DataFrame, compiles: int) -> None:
         self.running.pop(stem, None)
-        self.finished += self.cost[stem]
-        self.compiles += compiles
-        self._line(f"{stem}: {best_text(records)}  ({len(records)} points, {records.wall_s.iloc[0]:.1f} s on "
-                   f"{records.device.iloc[0]})")
+        self.finished += self.cost.get(stem, 0.0)
+        self.line(f"{stem}: {best_text(records)}  ({len(records)} points, {records.wall_s.iloc[0]:.1f} s on "
+                  f"{records.device.iloc[0]})", out=sys.stdout)
 
     def retry(self, stem: str, error: str) -> None:
         self.running.pop(stem, None)
-        self._line(f"{stem}: retrying after a failure: {error}")
+        self.line(f"{stem}: retrying after a failure: {error}", out=sys.stdout)
 
     def failed(self, stem: str, error: str) -> None:
         self.running.pop(stem, None)
-        self.finished += self.cost[stem]
-        self._line(f"{stem}: FAILED: {error}")
+        self.finished += self.cost.get(stem, 0.0)
+        self.line(f"{stem}: FAILED: {error}", out=sys.stdout)

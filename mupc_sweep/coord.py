@@ -125,7 +125,7 @@ def checkpoints(
         w = init_weights(jax.random.fold_in(key, 0), param, d_in, width, depth, data.n_classes, dtype)
         order = batch_indices(jax.random.fold_in(key, 1), n_train, batch_size, max(stops[-1], 1))
         net = Net(activation, "pc", depth, scalings(param, d_in, width, depth))
-        state, done = init_state(w), 0
+        state, done = init_state(w, net), 0
         for stop in stops:
             state = _advance(state, x_train, labels, order, done, stop, *rates, net=net, n_classes=data.n_classes)
             done = stop
@@ -141,7 +141,7 @@ class CoordCheck(NamedTuple):
 
 def check_grid(
     *, widths: Sequence[int], depths: Sequence[int], params: Sequence[str], seeds: Sequence[int],
-    steps: Sequence[int], activation: str, examples: int, spectrum_examples: int, eta: float, beta: float,
+    steps: Sequence[int], activation: str, batch_size: int, spectrum_examples: int, eta: float, beta: float,
     lanczos_steps: int,
 ) -> None:
     """InputError naming the first bad value of a coord check's grid or settings."""
@@ -159,7 +159,7 @@ def check_grid(
         for i, value in enumerate(values):
             check(f"{where}[{i}]", value)
         check_distinct(where, list(values))
-    check_int("examples", examples, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
     check_int("spectrum_examples", spectrum_examples, minimum=1)
     check_int("lanczos_steps", lanczos_steps, minimum=1)
     check_positive("eta", eta)
@@ -168,40 +168,40 @@ def check_grid(
 
 def coord_check(
     data: Dataset, *, widths: Sequence[int], depths: Sequence[int], params: Sequence[Param] = PARAMS,
-    seeds: Sequence[int] = (0,), steps: Sequence[int] = (0,), activation: Activation = "tanh", examples: int = 64,
+    seeds: Sequence[int] = (0,), steps: Sequence[int] = (0,), activation: Activation = "tanh", batch_size: int = 64,
     spectrum_examples: int = 4, eta: float = 0.01, beta: float = 10.0, lanczos_steps: int = 256,
     progress: Callable[[float], None] | None = None,
 ) -> CoordCheck:
     """The coord check and activity-Hessian spectra of every (param, width, depth, seed) network at
-    each of `steps` (0: at initialisation), trained on `data` in batches of `examples` and measured on
-    the first `examples` test examples, the Hessian spectrum on the first `spectrum_examples` of them
+    each of `steps` (0: at initialisation), trained on `data` in batches of `batch_size` and measured on
+    the first `batch_size` test examples, the Hessian spectrum on the first `spectrum_examples` of them
     (all when fewer; module docstring). `lanczos_steps` is capped at H·N, where the spectrum is exact.
     Computes in float64 when x64 is on. `progress` gets the fraction done."""
     check_grid(widths=widths, depths=depths, params=params, seeds=seeds, steps=steps, activation=activation,
-               examples=examples, spectrum_examples=spectrum_examples, eta=eta, beta=beta,
+               batch_size=batch_size, spectrum_examples=spectrum_examples, eta=eta, beta=beta,
                lanczos_steps=lanczos_steps)
-    if examples > min(len(data.x_train), len(data.x_test)):
-        raise InputError(f"examples: must be at most {min(len(data.x_train), len(data.x_test))}, the size of the "
-                         f"smaller of {data.name}'s training and test sets; got {examples}.")
+    if batch_size > min(len(data.x_train), len(data.x_test)):
+        raise InputError(f"batch_size: must be at most {min(len(data.x_train), len(data.x_test))}, the size of the "
+                         f"smaller of {data.name}'s training and test sets; got {batch_size}.")
     dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
-    x = jnp.asarray(data.x_test[:examples].T, dtype)
-    y = jax.nn.one_hot(jnp.asarray(data.y_test[:examples]), data.n_classes, dtype=dtype).T
-    spectrum_examples = min(spectrum_examples, examples)
+    x = jnp.asarray(data.x_test[:batch_size].T, dtype)
+    y = jax.nn.one_hot(jnp.asarray(data.y_test[:batch_size]), data.n_classes, dtype=dtype).T
+    spectrum_examples = min(spectrum_examples, batch_size)
     total = len(params) * len(widths) * len(depths) * len(seeds) * len(steps)
     coord, spectra = [], []
     nets = checkpoints(data, widths=widths, depths=depths, params=params, seeds=seeds, steps=steps,
-                       activation=activation, eta=eta, beta=beta, batch_size=examples)
+                       activation=activation, eta=eta, beta=beta, batch_size=batch_size)
     for done, cp in enumerate(nets, start=1):
         s = scalings(cp.param, x.shape[0], cp.width, cp.depth)
         key = dict(param=cp.param, activation=activation, width=cp.width, depth=cp.depth, seed=cp.seed, step=cp.step,
                    status=cp.status)
-        iterations = min(lanczos_steps, cp.depth * cp.width)
-        stats, spec = jax.device_get(measure(cp.weights, x, y, s, activation, jnp.asarray(beta, dtype), iterations,
+        steps_here = min(lanczos_steps, cp.depth * cp.width)
+        stats, spec = jax.device_get(measure(cp.weights, x, y, s, activation, jnp.asarray(beta, dtype), steps_here,
                                              spectrum_examples, jax.random.PRNGKey(cp.seed)))
         for quantity, values in zip(QUANTITIES, stats):
             coord += [dict(key, layer=layer, quantity=quantity, value=float(v)) for layer, v in enumerate(values, 1)]
         fields = dict(zip(Spectrum._fields, spec))
-        spectra += [dict(key, example=i, lanczos_steps=iterations, **{f: float(v[i]) for f, v in fields.items()})
+        spectra += [dict(key, example=i, lanczos_steps=steps_here, **{f: float(v[i]) for f, v in fields.items()})
                     for i in range(spectrum_examples)]
         if progress is not None:
             progress(done / total)

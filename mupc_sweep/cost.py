@@ -7,7 +7,7 @@ M_in = 2DN, M_h = 2(H−1)N², M_out = 2NC:
 - PC, T inference steps: feedforward (M_in + M_h + M_out); the first inference step at the
   feedforward activities, where all hidden errors vanish (M_out); steps 2..T, each the errors
   and their back-projection on its window of the top k layers (2·2(k−1)N² + 2M_out, see
-  `pcn.inference_windows`); the errors at the final activities (M_h + M_out); the weight
+  `cell.inference_windows`); the errors at the final activities (M_h + M_out); the weight
   gradients (M_in + M_h + M_out). With every step on all layers the hidden-layer total would be
   (2T + 1)·M_h; the windows bring it to about (1.4 T + 1)·M_h at T = H = 32.
 - BP: forward, backward to the activities, weight gradients: 2M_in + 3M_h + 3M_out.
@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import math
 
-from .cell import Algorithm, CellConfig
-from .pcn import inference_windows
+from .cell import Algorithm, CellConfig, inference_windows
 
 D_IN, N_CLASSES = 784, 10  # MNIST and Fashion-MNIST
 N_TRAIN, N_TEST = 60000, 10000
@@ -75,9 +74,9 @@ def point_bytes(
 
 def point_flops(cfg: CellConfig, *, n_train: int = N_TRAIN, n_test: int = N_TEST) -> float:
     """Matrix-product FLOPs of training one point of a cell: its steps and its test evaluations."""
-    steps = cfg.n_steps(n_train)
+    steps = cfg.training_steps(n_train)
     per_step = step_flops(algorithm=cfg.algorithm, d_in=D_IN, width=cfg.width, depth=cfg.depth, d_out=N_CLASSES,
-                          inference_steps=cfg.steps, batch_size=cfg.batch_size)
+                          inference_steps=cfg.inference_steps, batch_size=cfg.batch_size)
     evals = steps // cfg.eval_every + 1
     return steps * per_step + evals * eval_flops(d_in=D_IN, width=cfg.width, depth=cfg.depth, d_out=N_CLASSES,
                                                  n_examples=n_test)

@@ -58,6 +58,6 @@ def default_chunk(cfg: CellConfig, d_in: int, n_classes: int, n_train: int, n_po
     limit = stats.get("bytes_limit", 16 * 2**30) - stats.get("bytes_in_use", 0)
     per_point = point_bytes(
         d_in=d_in, width=cfg.width, depth=cfg.depth, d_out=n_classes, batch_size=cfg.batch_size,
-        n_steps=cfg.n_steps(n_train),
+        n_steps=cfg.training_steps(n_train),
     )
     return max(1, min(n_points, int(0.8 * limit) // per_point))

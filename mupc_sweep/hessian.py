@@ -71,14 +71,14 @@ def hessian_matvec(
     return matvec
 
 
-def lanczos(matvec: Callable[[Array], Array], key: Array, n: int, iterations: int, dtype) -> tuple[Array, Array]:
-    """`iterations` = k Lanczos steps with full reorthogonalisation (Gram–Schmidt twice) from a random
+def lanczos(matvec: Callable[[Array], Array], key: Array, n: int, lanczos_steps: int, dtype) -> tuple[Array, Array]:
+    """`lanczos_steps` = k Lanczos steps with full reorthogonalisation (Gram–Schmidt twice) from a random
     start: the tridiagonal T's diagonal α (k,) and off-diagonal β (k,), β_k last (the residuals'
     factor). After a breakdown at step i the next direction is the start rolled by i, orthogonalised,
     with β = 0 (the cyclic shifts of a random vector are independent with probability 1): T stays
     block-diagonal and its eigenvalues eigenvalues of H_z."""
     start = jax.random.normal(key, (n,), dtype)
-    basis = jnp.zeros((iterations + 1, n), dtype).at[0].set(start / jnp.linalg.norm(start))
+    basis = jnp.zeros((lanczos_steps + 1, n), dtype).at[0].set(start / jnp.linalg.norm(start))
 
     def orthogonalise(u: Array, basis: Array) -> Array:
         return u - (basis @ u) @ basis  # rows not yet filled are zero
@@ -94,8 +94,8 @@ def lanczos(matvec: Callable[[Array], Array], key: Array, n: int, iterations: in
         basis = basis.at[i + 1].set(u / norm)
         return basis, alpha.at[i].set(v @ hv), beta.at[i].set(jnp.where(broke, 0.0, norm))
 
-    zeros = jnp.zeros(iterations, dtype)
-    _, alpha, beta = jax.lax.fori_loop(0, iterations, step, (basis, zeros, zeros))
+    zeros = jnp.zeros(lanczos_steps, dtype)
+    _, alpha, beta = jax.lax.fori_loop(0, lanczos_steps, step, (basis, zeros, zeros))
     return alpha, beta
 
 
@@ -108,20 +108,20 @@ def ritz_extremes(alpha: Array, beta: Array) -> Spectrum:
 
 
 def spectrum(
-    w: Weights, z: Array, x: Array, y: Array, s: Scalings, activation: Activation, iterations: int, key: Array
+    w: Weights, z: Array, x: Array, y: Array, s: Scalings, activation: Activation, lanczos_steps: int, key: Array
 ) -> Spectrum:
-    """The extreme eigenvalues of one example's H_z at z (H, N) by `iterations` Lanczos steps."""
+    """The extreme eigenvalues of one example's H_z at z (H, N) by `lanczos_steps` Lanczos steps."""
     matvec = hessian_matvec(w, z, x, y, s, activation)
-    return ritz_extremes(*lanczos(matvec, key, z.size, iterations, z.dtype))
+    return ritz_extremes(*lanczos(matvec, key, z.size, lanczos_steps, z.dtype))
 
 
-@partial(jax.jit, static_argnames=("activation", "iterations"))
+@partial(jax.jit, static_argnames=("activation", "lanczos_steps"))
 def batch_spectrum(
-    w: Weights, z: Array, x: Array, y: Array, s: Scalings, activation: Activation, iterations: int, key: Array
+    w: Weights, z: Array, x: Array, y: Array, s: Scalings, activation: Activation, lanczos_steps: int, key: Array
 ) -> Spectrum:
     """`spectrum` of every example at once (vmapped): z (H, N, B), x (D, B), y (C, B) -> each field (B,)."""
     keys = jax.random.split(key, x.shape[-1])
-    return jax.vmap(spectrum, in_axes=(None, 2, 1, 1, None, None, None, 0))(w, z, x, y, s, activation, iterations, keys)
+    return jax.vmap(spectrum, in_axes=(None, 2, 1, 1, None, None, None, 0))(w, z, x, y, s, activation, lanczos_steps, keys)
 
 
 def network(weights: list, activation: object, param: object) -> tuple[Weights, Scalings]:
@@ -159,13 +159,13 @@ def activity_hessian(
 
 def activity_spectrum(
     weights: list[np.ndarray], xs: np.ndarray, ys: np.ndarray, *, activation: Activation, param: Param,
-    zs: np.ndarray | None = None, iterations: int = 256, seed: int = 0,
+    zs: np.ndarray | None = None, lanczos_steps: int = 256, seed: int = 0,
 ) -> Spectrum:
     """Extreme eigenvalues and condition number of each example's H_z by Lanczos (no dense matrix):
-    xs (B, D), ys (B, C), activities zs (B, H, N) or the feedforward ones when None. `iterations`
+    xs (B, D), ys (B, C), activities zs (B, H, N) or the feedforward ones when None. `lanczos_steps`
     is capped at H·N, where the result is exact; `seed` draws the start vectors. Fields are NumPy (B,)."""
     w, s = network(weights, activation, param)
-    check_int("iterations", iterations, minimum=1)
+    check_int("lanczos_steps", lanczos_steps, minimum=1)
     check_seed("seed", seed)
     xs, ys = jnp.asarray(xs), jnp.asarray(ys)
     (width, d_in), d_out, depth = w.w_in.shape, w.w_out.shape[0], len(weights) - 1
@@ -178,5 +178,5 @@ def activity_spectrum(
         zs = jnp.asarray(zs)
         _check_shape("zs", zs, (xs.shape[0], depth, width))
         z = jnp.moveaxis(zs, 0, -1)
-    result = batch_spectrum(w, z, xs.T, ys.T, s, activation, min(iterations, depth * width), jax.random.PRNGKey(seed))
+    result = batch_spectrum(w, z, xs.T, ys.T, s, activation, min(lanczos_steps, depth * width), jax.random.PRNGKey(seed))
     return Spectrum(*(np.asarray(a) for a in result))

@@ -37,6 +37,7 @@ class DriverLock:
     def __init__(self, results: Path, sweep: str) -> None:
         self.path = lock_path(results, sweep)
         self.sweep = sweep
+        self._created: list[Path] = []  # folders the lock created, removed on release if still empty
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -62,6 +63,7 @@ class DriverLock:
     def _create(self) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self._created = [p for p in (self.path.parent, self.path.parent.parent) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -83,6 +85,11 @@ class DriverLock:
         self._stop.set()
         if (read_holder(self.path) or {}).get("pid") == os.getpid():
             self.path.unlink(missing_ok=True)
+        for folder in self._created:  # a refused or empty run leaves nothing behind
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
 
 def read_holder(path: Path) -> dict | None:

@@ -6,7 +6,7 @@ Examples are columns, as in the equations: x is (D, B), y and ŷ are (C, B). Act
 stacked on a layer axis, ``z: (H, N, B)`` with ``z[0]`` = z_1, and the hidden weights W_2..W_H on
 a matching axis, ``w_hidden: (H-1, N, N)``, so that every layer's error and gradient is one
 batched product: PC inference is layer-parallel, and compile time grows only with the number of
-inference windows (log₂ H, see `inference_windows`), not with depth.
+inference windows (log₂ H, see `cell.inference_windows`), not with depth.
 
 $$
 F = \frac{1}{B}\sum_i \Big[\tfrac12\|z_1 - a_1 W_1 x\|^2
@@ -192,25 +192,6 @@ def activity_grad(
     back_hidden = e[1:] + s.a_hidden * dphi(z[:-1]) * jnp.einsum("lio,lob->lib", w_t.w_hidden, e[1:])
     back_out = s.a_out * dphi(z[-1]) * (w_t.w_out @ e_out)
     return (e - jnp.concatenate([back_hidden, back_out[None]], axis=0)) / e.shape[-1]
-
-
-def inference_windows(depth: int, steps: int) -> list[tuple[int, int]]:
-    """How inference steps 2..T run: a list of (k, n), n steps on the top k layers.
-
-    From the feedforward activities every hidden error is zero and step t changes only the top t
-    layers: step 1 moves z_H alone (`output_activity_grad`) and each step carries the errors one
-    layer down. So step t needs only a window of the top k ≥ t layers, whose input is still at its
-    feedforward value. Windows double (2, 4, 8, …, capped at H): about log₂ H loop bodies to
-    compile, and close to half the inference products of running every step on all layers.
-    """
-    windows: list[tuple[int, int]] = []
-    for t in range(2, steps + 1):
-        k = min(depth, 1 << (t - 1).bit_length())  # the smallest power of two ≥ t
-        if windows and windows[-1][0] == k:
-            windows[-1] = (k, windows[-1][1] + 1)
-        else:
-            windows.append((k, 1))
-    return windows
 
 
 def output_activity_grad(w: Weights, z: Array, e_out: Array, s: Scalings, activation: Activation) -> Array:

@@ -57,7 +57,7 @@ def cell_records(result: CellResult, dataset: str) -> pd.DataFrame:
             "algorithm": cfg.algorithm,
             "width": cfg.width,
             "depth": cfg.depth,
-            "inference_steps": cfg.steps,
+            "inference_steps": cfg.inference_steps,
             "batch_size": cfg.batch_size,
             "epochs": float(cfg.epochs),
             "seed": result.seeds.astype(np.int64),
@@ -101,7 +101,7 @@ def cell_curves(result: CellResult, dataset: str, every: int = 10) -> pd.DataFra
     return pd.DataFrame(
         {
             "dataset": dataset, "activation": cfg.activation, "param": cfg.param, "algorithm": cfg.algorithm,
-            "width": cfg.width, "depth": cfg.depth, "inference_steps": cfg.steps,
+            "width": cfg.width, "depth": cfg.depth, "inference_steps": cfg.inference_steps,
             "seed": np.repeat(result.seeds.astype(np.int64), n),
             "eta": np.repeat(result.etas.astype(np.float64), n),
             "beta": _betas(result, len(result.seeds)).repeat(n),

@@ -1,7 +1,7 @@
 """A sweep's trials: each cell's points still to train, split into shards that keep every slot of
 a cluster busy, and the wall time of running them (README, "Sweeps").
 
-A cell's points are its (seed, η, β) triples in `SweepSpec.points` order, seed-major, so that a
+A cell's points are its (seed, η, β) triples, seed-major (`regions.region_points`), so that a
 shard, a run of consecutive points, keeps the points of one seed together where its size allows.
 Trials run longest first: with shards no larger than a fraction of the sweep's work per slot, the
 last one to finish ends close to that average.
@@ -20,6 +20,7 @@ import pandas as pd
 
 from .cell import CellConfig
 from .cost import point_flops
+from .regions import Point
 from .store import trial_stem
 
 SHARDS_PER_SLOT = 4  # automatic shards: a trial takes at most the sweep's work per slot over this
@@ -29,22 +30,21 @@ MIN_GPU_POINTS = 11  # nor, on a GPU, fewer points than this (a GPU vmaps a tria
 
 @dataclass(frozen=True)
 class Trial:
-    """Points of one cell trained by one Ray trial: `points` index the cell's points; `size` is the
-    number every trial of this cell is padded to on a GPU, so that they share one compiled program."""
+    """Points of one cell trained by one trial: (seed, η, β) each; `size` is the number every trial
+    of this cell planned with it is padded to on a GPU, so that they share one compiled program."""
 
     cell: CellConfig
-    points: tuple[int, ...]
-    whole: bool  # every point of the cell
+    points: tuple[Point, ...]
     size: int
     seconds: float  # estimated
 
     @property
     def stem(self) -> str:
         """The name of its records file and its failure note."""
-        return trial_stem(self.cell.cell_id, None if self.whole else self.points[0])
+        return trial_stem(self.cell.cell_id, self.points[0])
 
 
-def split(points: list[int], n: int) -> list[list[int]]:
+def split(points: list, n: int) -> list[list]:
     """`points` in `n` runs of consecutive points whose sizes differ by at most one."""
     size, extra = divmod(len(points), n)
     bounds = [i * size + min(i, extra) for i in range(n + 1)]
@@ -61,8 +61,7 @@ def shard_count(n_points: int, seconds: float, target: float, *, min_points: int
 
 
 def plan_trials(
-    pending: dict[CellConfig, list[int]],
-    n_points: dict[CellConfig, int],
+    pending: dict[CellConfig, list[Point]],
     point_seconds: dict[CellConfig, float],
     *,
     slots: int,
@@ -85,8 +84,7 @@ def plan_trials(
                             min_points=MIN_GPU_POINTS if gpu else 1)
         shards = split(points, n)
         size = max(len(s) for s in shards)
-        whole = n == 1 and len(points) == n_points[cell]
-        trials += [Trial(cell, tuple(s), whole, size, len(s) * point_seconds[cell]) for s in shards]
+        trials += [Trial(cell, tuple(s), size, len(s) * point_seconds[cell]) for s in shards]
     return sorted(trials, key=lambda t: -t.seconds)
 
 

@@ -17,6 +17,11 @@
     grid:                        # every (seed, η, β) is a point of every cell
       eta: [0.5, 0.1, 0.05, 0.01]
       beta: [10, 1, 0.1]         # ignored by bp cells
+      targets: full              # full | patch: the full grid only at each family's smallest size
+                                 #   (the source), a patch around its optimum at the larger ones
+      patch: 1                   # grid steps around the source's optimum (1: a 3 × 3 patch)
+      extend: 0                  # values a cell may add beyond either end of the η or β grid
+                                 #   while its optimum lies on the grid's edge
     curves_every: 10             # keep train_loss every k steps
     resources:                   # per Ray trial (a cell, or a shard of its points):
       cpu: 1                     #   CPUs; `run --cpus-per-trial` overrides
@@ -24,8 +29,10 @@
       points_per_trial: null     #   points a trial trains at most; null: sized from the cluster
                                  #   and each cell's cost; `run --points-per-trial` overrides
 
-Errors name the field path (`network.depth[0]`) and what is allowed. `spec_hash` covers everything
-that changes results, so resources can differ between a laptop and a cluster.
+Errors name the field path (`network.depth[0]`) and what is allowed. A sweep grows: cell-axis
+values, grid values and seeds may be added or removed between runs of one sweep, since a point's
+result depends only on its cell and its (seed, η, β); the `SETTINGS` may not change, since they
+change every point's result. Resources may differ between a laptop and a cluster.
 """
 
 from __future__ import annotations
@@ -49,6 +56,10 @@ from .errors import InputError, SpecError
 NETWORK_DEFAULTS = {k: getattr(CellConfig, k) for k in ("activation", "param", "algorithm", "inference_steps")}
 TRAINING_DEFAULTS = {**{k: getattr(CellConfig, k) for k in ("batch_size", "epochs", "eval_every")}, "seeds": [0]}
 TOP_FIELDS = {"name", "dataset", "network", "training", "grid", "curves_every", "resources"}
+TARGETS = ("full", "patch")
+SIZE_AXES = ("width", "depth")
+# What changes every existing point's result: a sweep keeps these from its first run on.
+SETTINGS = ("dataset", "training.batch_size", "training.epochs", "training.eval_every", "curves_every")
 
 @dataclass(frozen=True)
 class SweepSpec:
@@ -63,6 +74,15 @@ class SweepSpec:
     cpu: float
     gpu: float
     points_per_trial: int | None = None
+    targets: str = "full"  # or "patch" (README, "Transfer sweeps")
+    patch: int = 1
+    extend: int = 0
+
+    @property
+    def size_axis(self) -> str | None:
+        """The size axis a transfer sweep varies: the one of width and depth with several values."""
+        varied = [axis for axis in SIZE_AXES if len(self.network[axis]) > 1]
+        return varied[0] if len(varied) == 1 else None
 
     def cells(self) -> list[CellConfig]:
         """The cells: the product of the network fields' values, in spec order."""
@@ -80,15 +100,21 @@ class SweepSpec:
         return dict(
             name=self.name, dataset=self.dataset, network=self.network,
             training={**self.training, "seeds": self.seeds},
-            grid={"eta": self.etas, **({"beta": self.betas} if self.betas else {})},
+            grid={"eta": self.etas, **({"beta": self.betas} if self.betas else {}), "targets": self.targets,
+                  "patch": self.patch, "extend": self.extend},
             curves_every=self.curves_every,
             resources={"cpu": self.cpu, "gpu": self.gpu, "points_per_trial": self.points_per_trial},
         )
 
     def spec_hash(self) -> str:
-        """SHA-256 (first 16 hex digits) of everything that changes results: not the name or resources."""
+        """SHA-256 (first 16 hex digits) of what the spec trains: everything but the name and resources."""
         content = {k: v for k, v in self.to_raw().items() if k not in ("name", "resources")}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+    def settings(self) -> dict[str, Any]:
+        """The `SETTINGS`, by their field paths."""
+        raw = self.to_raw()
+        return {path: raw[path.split(".")[0]][path.split(".")[1]] if "." in path else raw[path] for path in SETTINGS}
 
 
 class _RepeatedKey(yaml.YAMLError):
@@ -115,9 +141,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a YAML sweep spec."""
-    path = Path(path)
+def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
+    """A validated sweep spec from a YAML file's path, a mapping with the YAML's structure, or a
+    `SweepSpec` (returned as it is). SpecError naming the field or the file."""
+    if isinstance(spec, SweepSpec):
+        return spec
+    if isinstance(spec, dict):
+        return parse_spec(spec)
+    if not isinstance(spec, (str, Path)):
+        raise SpecError(f"spec: must be a path to a YAML file, a mapping or a SweepSpec; got {type(spec).__name__}.")
+    path = Path(spec)
     if path.is_dir():
         raise SpecError(f"{path} is a directory; give a spec file (YAML), e.g. sweeps/quick.yaml.")
     if not path.is_file():
@@ -180,10 +213,18 @@ def _parse(raw: Any, default_name: str) -> SweepSpec:
     check_distinct("training.seeds", seeds)
 
     grid = _section(raw, "grid")
-    _unknown(grid, {"eta", "beta"}, "grid.")
+    _unknown(grid, {"eta", "beta", "targets", "patch", "extend"}, "grid.")
     etas = _rates(grid, "eta", required=True)
     uses_beta = "pc" in network["algorithm"]
     betas = _rates(grid, "beta", required=uses_beta)
+    targets, patch, extend = grid.get("targets", "full"), grid.get("patch", 1), grid.get("extend", 0)
+    check_choice("grid.targets", targets, TARGETS)
+    check_int("grid.patch", patch, minimum=1)
+    check_int("grid.extend", extend, minimum=0)
+    varied = [axis for axis in SIZE_AXES if len(network[axis]) > 1]
+    if targets == "patch" and len(varied) != 1:
+        raise SpecError("grid.targets: patch needs exactly one size axis with several values (network.width or "
+                        f"network.depth) to find each family's smallest size; got {' and '.join(varied) or 'none'}.")
 
     curves_every = raw.get("curves_every", 10)
     check_int("curves_every", curves_every, minimum=1)
@@ -199,7 +240,7 @@ def _parse(raw: Any, default_name: str) -> SweepSpec:
         name=name, dataset=dataset, network=network,
         training={k: training[k] for k in ("batch_size", "epochs", "eval_every")},
         etas=etas, betas=betas, seeds=[int(s) for s in seeds], curves_every=int(curves_every),
-        cpu=float(cpu), gpu=float(gpu), points_per_trial=per_trial,
+        cpu=float(cpu), gpu=float(gpu), points_per_trial=per_trial, targets=targets, patch=patch, extend=extend,
     )
     ids = [cell.cell_id for cell in spec.cells()]
     if len(set(ids)) != len(ids):
@@ -212,16 +253,15 @@ def _parse(raw: Any, default_name: str) -> SweepSpec:
 def with_resources(
     spec: SweepSpec, *, cpu: float | None = None, gpu: float | None = None, points_per_trial: int | None = None
 ) -> SweepSpec:
-    """The spec with its per-trial resources overridden by `mupc-sweep run --cpus-per-trial`,
-    `--gpus-per-trial` and `--points-per-trial` (they do not change results or the hash); errors
-    name those options."""
-    names = ("resources.cpu" if cpu is None else "--cpus-per-trial",
-             "resources.gpu" if gpu is None else "--gpus-per-trial")
+    """The spec with its per-trial resources overridden (`run_sweep`'s `cpus_per_trial`,
+    `gpus_per_trial` and `points_per_trial`; they change no result); errors name those arguments."""
+    names = ("resources.cpu" if cpu is None else "cpus_per_trial",
+             "resources.gpu" if gpu is None else "gpus_per_trial")
     cpu, gpu = spec.cpu if cpu is None else cpu, spec.gpu if gpu is None else gpu
     try:
         _check_resources(cpu, gpu, names)
         if points_per_trial is not None:
-            check_int("--points-per-trial", points_per_trial, minimum=1)
+            check_int("points_per_trial", points_per_trial, minimum=1)
     except InputError as error:
         raise SpecError(str(error)) from None
     per_trial = spec.points_per_trial if points_per_trial is None else points_per_trial

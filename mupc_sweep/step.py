@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
-from .cell import Activation, Algorithm
+from .cell import Activation, Algorithm, inference_windows
 from .pcn import (
     Scalings,
     Weights,
@@ -24,7 +24,6 @@ from .pcn import (
     errors,
     forward,
     half_mse,
-    inference_windows,
     output_activity_grad,
     predict,
     transposes,
@@ -41,32 +40,35 @@ OK, DIVERGED, NO_LEARNING = range(3)
 MATMUL_PRECISION = "float32"
 
 # Adam with optax's defaults (b1 = 0.9, b2 = 0.999, eps = 1e-8); the step is −η times its output,
-# so η stays a traced per-point value.
+# so η stays a traced per-point value. The default of `Net.optimizer`; never reassigned.
 ADAM = optax.scale_by_adam()
 
 
 @dataclass(frozen=True)
 class Net:
-    """What the step function needs to know statically about a network."""
+    """What the step function needs to know statically about a network, and the direction the
+    weights step along (−η times `optimizer`'s output): Adam for the trainer, another optax
+    transformation where a benchmark or a test passes one."""
 
     activation: Activation
     algorithm: Algorithm
     inference_steps: int
     scalings: Scalings
+    optimizer: optax.GradientTransformation = ADAM
 
 
 class PointState(NamedTuple):
     """Everything one grid point carries from step to step."""
 
     weights: Weights
-    adam: optax.ScaleByAdamState
+    optimizer: optax.OptState  # Adam's moments for the trainer
     alive: Array  # () bool: still training
     status: Array  # () int32: OK, DIVERGED or NO_LEARNING
     steps_run: Array  # () int32: steps whose train_loss was recorded
 
 
-def init_state(weights: Weights) -> PointState:
-    return PointState(weights, ADAM.init(weights), jnp.array(True), jnp.array(OK), jnp.array(0))
+def init_state(weights: Weights, net: Net) -> PointState:
+    return PointState(weights, net.optimizer.init(weights), jnp.array(True), jnp.array(OK), jnp.array(0))
 
 
 def pc_loss_and_grads(w: Weights, x: Array, y: Array, beta: Array, net: Net) -> tuple[Array, Weights]:
@@ -121,7 +123,7 @@ def point_step(
         loss, grads = pc_loss_and_grads(state.weights, x, y, beta, net)
     else:
         loss, grads = bp_loss_and_grads(state.weights, x, y, net)
-    direction, adam = ADAM.update(grads, state.adam)
+    direction, optimizer = net.optimizer.update(grads, state.optimizer)
     weights = jax.tree.map(lambda w, d: w - eta * d, state.weights, direction)
     finite = jnp.isfinite(loss)
     update = state.alive & finite
@@ -131,7 +133,7 @@ def point_step(
 
     new_state = PointState(
         weights=keep(weights, state.weights),
-        adam=keep(adam, state.adam),
+        optimizer=keep(optimizer, state.optimizer),
         alive=update,
         status=jnp.where(state.alive & ~finite, DIVERGED, state.status),
         steps_run=state.steps_run + state.alive,

@@ -11,6 +11,7 @@ is frozen and its later losses are NaN.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax import Array
 
 from .cell import CellConfig
@@ -26,16 +28,17 @@ from .checks import check_int
 from .device import default_chunk, describe_device
 from .errors import InputError
 from .pcn import Weights, init_weights, predict, scalings
-from .step import MATMUL_PRECISION, NO_LEARNING, Net, grid_step, init_state
+from .step import ADAM, MATMUL_PRECISION, NO_LEARNING, Net, grid_step, init_state
 
 NO_LEARNING_ACC = 15.0  # percent test accuracy at the first evaluation
 EVAL_CHUNK = 1000  # test examples per feedforward chunk during evaluation
 PROGRESS_EVERY = 50  # steps between progress reports from inside the cell program
 
 
-def network(cfg: CellConfig, d_in: int) -> Net:
-    """What the step needs to know statically about a cell's network."""
-    return Net(cfg.activation, cfg.algorithm, cfg.steps, scalings(cfg.param, d_in, cfg.width, cfg.depth))
+def network(cfg: CellConfig, d_in: int, optimizer: optax.GradientTransformation = ADAM) -> Net:
+    """What the step needs to know statically about a cell's network, stepping along `optimizer`."""
+    return Net(cfg.activation, cfg.algorithm, cfg.inference_steps, scalings(cfg.param, d_in, cfg.width, cfg.depth),
+               optimizer)
 
 
 def accuracy(w: Weights, x_chunks: Array, label_chunks: Array, n: int, net: Net) -> Array:
@@ -60,24 +63,29 @@ def batch_indices(key: Array, n_train: int, batch_size: int, n_steps: int) -> Ar
     return perms.reshape(n_epochs * per_epoch, batch_size)[:n_steps]
 
 
-# Where the cell program's progress reports go. A compiled program keeps the callable it was traced
-# with, so it calls this fixed function, which forwards to whatever `train_cell` installed.
-_progress_sink: Callable[[int, int], None] | None = None
+# A compiled program keeps the host function it was traced with, so progress reaches each call's
+# own callback through one fixed function and a token the program carries as an argument: every
+# call of `train_cell` registers its callback under a token of its own for as long as it runs, so
+# cells trained at once in one process (threads of a notebook, tests) each hear only their own.
+_PROGRESS: dict[int, Callable[[int, int], None]] = {}
+_TOKENS = itertools.count(1)
 
 
-def _report_progress(chunk_id: Array, step: Array) -> None:
-    if _progress_sink is not None:
-        _progress_sink(int(chunk_id), int(step))
+def _report_progress(token: Array, chunk_id: Array, step: Array) -> None:
+    callback = _PROGRESS.get(int(token))
+    if callback is not None:
+        callback(int(chunk_id), int(step))
 
 
-@partial(jax.jit, static_argnames=("cfg", "n_classes", "chunk"))
+@partial(jax.jit, static_argnames=("cfg", "n_classes", "chunk", "optimizer"))
 def _train_cell(
-    x_train, y_train, x_test, y_test, seeds, seed_index, etas, betas, *, cfg: CellConfig, n_classes: int, chunk: int
+    x_train, y_train, x_test, y_test, seeds, seed_index, etas, betas, token, *, cfg: CellConfig, n_classes: int,
+    chunk: int, optimizer: optax.GradientTransformation = ADAM,
 ):
-    """The cell program: distinct seeds (K,); per point (G,) an index into them, η and β ->
-    per-point losses (G, S), evaluations, final accuracy, status and steps run."""
+    """The cell program: distinct seeds (K,); per point (G,) an index into them, η and β; the
+    progress token -> per-point losses (G, S), evaluations, final accuracy, status and steps run."""
     (n_train, d_in) = x_train.shape
-    net, n_steps, n_evals = network(cfg, d_in), cfg.n_steps(n_train), cfg.n_steps(n_train) // cfg.eval_every
+    net, n_steps, n_evals = network(cfg, d_in, optimizer), cfg.training_steps(n_train), cfg.training_steps(n_train) // cfg.eval_every
     dtype = x_train.dtype
 
     n_test = x_test.shape[0]
@@ -125,7 +133,7 @@ def _train_cell(
             losses = losses.at[:, step].set(loss)
             step = step + 1
             jax.lax.cond(
-                step % PROGRESS_EVERY == 0, lambda: jax.debug.callback(_report_progress, chunk_id, step), lambda: None
+                step % PROGRESS_EVERY == 0, lambda: jax.debug.callback(_report_progress, token, chunk_id, step), lambda: None
             )
             if n_evals > 0:
                 state, accs = jax.lax.cond(
@@ -137,7 +145,7 @@ def _train_cell(
             step, state, _, _ = carry
             return (step < n_steps) & jnp.any(state.alive)
 
-        carry = (jnp.array(0), carried(jax.vmap(init_state)(weights)), losses, accs)
+        carry = (jnp.array(0), carried(jax.vmap(lambda w: init_state(w, net))(weights)), losses, accs)
         _, state, losses, accs = jax.lax.while_loop(running, body, carry)
         state = chunked(state)
         final = evaluate(state.weights).astype(dtype)
@@ -199,6 +207,7 @@ def train_cell(
     chunk: int | None = None,
     seed_pool: Sequence[int] | None = None,
     progress: Callable[[float], None] | None = None,
+    optimizer: optax.GradientTransformation = ADAM,
 ) -> CellResult:
     """Train every point of a cell; `seeds`, `etas`, `betas` are paired (G,) arrays (β NaN for bp).
 
@@ -208,9 +217,9 @@ def train_cell(
     subset of a cell's points. Points run in
     chunks of at most `chunk` (default: by device), balanced; if the device runs out of memory the
     chunk of vmapped points is halved and the cell restarts. `progress`, if
-    given, is called now and then with the fraction of point-steps done.
+    given, is called now and then with the fraction of point-steps done. `optimizer`: the direction
+    the weights step along (Adam; a benchmark passes another to take it apart).
     """
-    global _progress_sink
     seeds, etas, betas = np.asarray(seeds), np.asarray(etas, np.float64), np.asarray(betas, np.float64)
     cfg.check_points(seeds, etas, betas)
     if chunk is not None:
@@ -229,21 +238,23 @@ def train_cell(
         jnp.asarray(distinct, jnp.uint32), jnp.asarray(seed_index, jnp.int32),
         jnp.asarray(etas, dtype), jnp.asarray(np.nan_to_num(betas), dtype),
     )
-    n_steps = cfg.n_steps(n_train)
+    n_steps = cfg.training_steps(n_train)
+    token = next(_TOKENS)
     start = time.perf_counter()
     while True:
         n_chunks = -(-len(seeds) // chunk)
         if progress is not None:
-            _progress_sink = lambda chunk_id, step: progress((chunk_id * n_steps + step) / (n_chunks * n_steps))
+            _PROGRESS[token] = lambda chunk_id, step: progress((chunk_id * n_steps + step) / (n_chunks * n_steps))
         try:
-            out = jax.device_get(_train_cell(*args, cfg=cfg, n_classes=n_classes, chunk=chunk))
+            out = jax.device_get(_train_cell(*args, jnp.asarray(token, jnp.int32), cfg=cfg, n_classes=n_classes,
+                                             chunk=chunk, optimizer=optimizer))
             break
         except jax.errors.JaxRuntimeError as error:
             if "RESOURCE_EXHAUSTED" not in str(error) or chunk == 1:
                 raise
             chunk = balanced_chunk(max(1, chunk // 2), len(seeds))
         finally:
-            _progress_sink = None
+            _PROGRESS.pop(token, None)
     losses, eval_acc, acc_final, status, steps_run = out
     # the device's float32 percentages, back to exact multiples of 100 / n_test (77.099998 -> 77.1)
     n_test = len(x_test)

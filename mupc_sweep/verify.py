@@ -58,7 +58,7 @@ def train_points(
 @partial(jax.jit, static_argnames="net")
 def _train_points(w: Weights, xs, ys, etas, betas, *, net: Net):
     n_points = etas.shape[0]
-    state = jax.vmap(init_state)(jax.tree.map(lambda a: jnp.broadcast_to(a, (n_points, *a.shape)), w))
+    state = jax.vmap(lambda w: init_state(w, net))(jax.tree.map(lambda a: jnp.broadcast_to(a, (n_points, *a.shape)), w))
 
     def step(state, batch):
         x, y = (jnp.broadcast_to(a.T, (n_points, *a.T.shape)) for a in batch)

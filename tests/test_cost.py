@@ -36,7 +36,7 @@ def test_pc_step_flops_count_the_programs_products(depth, steps):
     cfg = CellConfig(width=N, depth=depth, inference_steps=steps, batch_size=B)
     w = init_weights(jax.random.PRNGKey(0), "mupc", D, N, depth, C)
     jaxpr = jax.make_jaxpr(lambda w: pc_loss_and_grads(w, jnp.ones((D, B)), jnp.ones((C, B)), 0.1, network(cfg, D)))(w)
-    model = step_flops(algorithm="pc", d_in=D, width=N, depth=depth, d_out=C, inference_steps=cfg.steps, batch_size=B)
+    model = step_flops(algorithm="pc", d_in=D, width=N, depth=depth, d_out=C, inference_steps=cfg.inference_steps, batch_size=B)
     assert dot_flops(jaxpr.jaxpr) == model
 
 
@@ -44,5 +44,5 @@ def test_bp_step_flops_count_the_programs_products():
     cfg = CellConfig(width=N, depth=4, algorithm="bp", batch_size=B)
     w = init_weights(jax.random.PRNGKey(0), "mupc", D, N, 4, C)
     jaxpr = jax.make_jaxpr(lambda w: bp_loss_and_grads(w, jnp.ones((D, B)), jnp.ones((C, B)), network(cfg, D)))(w)
-    model = step_flops(algorithm="bp", d_in=D, width=N, depth=4, d_out=C, inference_steps=cfg.steps, batch_size=B)
+    model = step_flops(algorithm="bp", d_in=D, width=N, depth=4, d_out=C, inference_steps=cfg.inference_steps, batch_size=B)
     assert dot_flops(jaxpr.jaxpr) == model

@@ -91,13 +91,13 @@ def test_lanczos_is_exact_at_full_size_and_batched_over_examples(x64):
     ws = net("sp")
     rng = np.random.default_rng(2)
     xs, ys = rng.normal(size=(3, D)), np.eye(C)[rng.integers(C, size=3)]
-    spectrum = activity_spectrum(ws, xs, ys, activation="tanh", param="sp", iterations=H * N)
+    spectrum = activity_spectrum(ws, xs, ys, activation="tanh", param="sp", lanczos_steps=H * N)
     for i in range(3):
         dense = np.linalg.eigvalsh(activity_hessian(ws, xs[i], ys[i], activation="tanh", param="sp"))
         np.testing.assert_allclose([spectrum.lambda_min[i], spectrum.lambda_max[i]], [dense[0], dense[-1]],
                                    rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(spectrum.condition[i], abs(dense[-1]) / abs(dense[0]), rtol=1e-8)
-        alone = activity_spectrum(ws, xs[i:i + 1], ys[i:i + 1], activation="tanh", param="sp", iterations=H * N)
+        alone = activity_spectrum(ws, xs[i:i + 1], ys[i:i + 1], activation="tanh", param="sp", lanczos_steps=H * N)
         np.testing.assert_allclose(alone.condition[0], spectrum.condition[i], rtol=1e-8)
     assert np.all(spectrum.residual_min < 1e-8) and np.all(spectrum.residual_max < 1e-8)
 
@@ -108,7 +108,7 @@ def test_lanczos_extremes_on_a_mid_size_network_are_within_their_residuals_of_de
     ws = random_net(4, D, 16, 16, C)
     x, y = example()
     dense = np.linalg.eigvalsh(activity_hessian(ws, x, y, activation="relu", param="mupc"))
-    spectrum = activity_spectrum(ws, x[None], y[None], activation="relu", param="mupc", iterations=120)
+    spectrum = activity_spectrum(ws, x[None], y[None], activation="relu", param="mupc", lanczos_steps=120)
     lam_min, lam_max = spectrum.lambda_min[0], spectrum.lambda_max[0]
     assert dense[0] - 1e-12 <= lam_min and lam_max <= dense[-1] + 1e-12
     assert lam_min - dense[0] <= spectrum.residual_min[0] + 1e-12
@@ -161,13 +161,13 @@ def test_lanczos_restarts_after_a_breakdown(x64):
     ws = [np.random.default_rng(0).normal(size=(N, D))] + [np.zeros((N, N))] * (H - 1) + [np.zeros((C, N))]
     x, y = example()
     dense = np.linalg.eigvalsh(activity_hessian(ws, x, y, activation="linear", param="sp"))
-    for iterations in (H + 1, H * N):
-        spectrum = activity_spectrum(ws, x[None], y[None], activation="linear", param="sp", iterations=iterations)
+    for lanczos_steps in (H + 1, H * N):
+        spectrum = activity_spectrum(ws, x[None], y[None], activation="linear", param="sp", lanczos_steps=lanczos_steps)
         np.testing.assert_allclose([spectrum.lambda_min[0], spectrum.lambda_max[0]], [dense[0], dense[-1]], rtol=1e-10)
 
 
 def test_coord_check_tables(x64):
-    check = coord_check(toy_data(), widths=[2, 3], depths=[2], params=["sp"], steps=[0, 1], examples=4,
+    check = coord_check(toy_data(), widths=[2, 3], depths=[2], params=["sp"], steps=[0, 1], batch_size=4,
                         lanczos_steps=5)
     # per network and step: z at H = 2 layers, error and energy at L = 3
     assert len(check.coord) == 2 * 2 * (2 + 2 * 3) and len(check.spectrum) == 2 * 2 * 4
@@ -218,7 +218,7 @@ def test_diagnose_end_to_end(small_mnist, tmp_path):
     directory = write(tmp_path / "idx", small_mnist)
     results = tmp_path / "results"
     args = ["diagnose", "--data-dir", str(directory), "--results", str(results), "--name", "tiny", "--param", "mupc",
-            "--width", "3", "--depth", "1", "--depth", "2", "--steps", "0", "--steps", "3", "--examples", "2",
+            "--width", "3", "--depth", "1", "--depth", "2", "--steps", "0", "--steps", "3", "--batch-size", "2",
             "--lanczos-steps", "4"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -233,21 +233,21 @@ def test_diagnose_end_to_end(small_mnist, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--activation", "sigmoid"], "activation: must be one of linear, tanh, relu; got 'sigmoid'"),
-    (["--param", "ntk"], "params[0]: must be one of mupc, sp; got 'ntk'"),
-    (["--width", "0"], "widths[1]: must be an integer of at least 1; got 0"),
-    (["--depth", "-1"], "depths[1]: must be an integer of at least 1; got -1"),
-    (["--steps", "-1"], "steps[0]: must be an integer of at least 0; got -1"),
-    (["--steps", "2", "--steps", "2"], "steps: must not repeat values; got [2, 2]"),
-    (["--examples", "4"], "examples: must be at most 3"),
-    (["--eta", "0"], "eta: must be a positive number; got 0.0"),
+    (["--activation", "sigmoid"], "--activation: must be one of linear, tanh, relu; got 'sigmoid'"),
+    (["--param", "ntk"], "--param: must be one of mupc, sp; got 'ntk'"),
+    (["--width", "0"], "--width: must be an integer of at least 1; got 0"),
+    (["--depth", "-1"], "--depth: must be an integer of at least 1; got -1"),
+    (["--steps", "-1"], "--steps: must be an integer of at least 0; got -1"),
+    (["--steps", "2", "--steps", "2"], "--steps: must not repeat values; got [2, 2]"),
+    (["--batch-size", "4"], "--batch-size: must be at most 3"),
+    (["--eta", "0"], "--eta: must be a positive number; got 0.0"),
     (["--name", "a/b"], "--name: must be a plain folder name; got 'a/b'"),
 ])
 def test_diagnose_bad_input_exits_2_and_writes_nothing(small_mnist, tmp_path, args, message):
     directory = write(tmp_path / "idx", small_mnist)
     results = tmp_path / "results"
     result = runner.invoke(app, ["diagnose", "--data-dir", str(directory), "--results", str(results), "--width", "2",
-                                 "--depth", "1", "--examples", "2", *args])
+                                 "--depth", "1", "--batch-size", "2", *args])
     assert result.exit_code == 2
     assert result.stderr.strip().startswith("Error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -283,8 +283,8 @@ def test_activity_spectrum_and_coord_check_bad_input():
     xs, ys = np.zeros((2, D)), np.zeros((2, C))
     with pytest.raises(InputError, match=r"zs: must have shape \(2, 3, 4\); got \(2, 4, 3\)"):
         activity_spectrum(ws, xs, ys, activation="tanh", param="mupc", zs=np.zeros((2, N, H)))
-    with pytest.raises(InputError, match="iterations: must be an integer of at least 1; got 0"):
-        activity_spectrum(ws, xs, ys, activation="tanh", param="mupc", iterations=0)
+    with pytest.raises(InputError, match="lanczos_steps: must be an integer of at least 1; got 0"):
+        activity_spectrum(ws, xs, ys, activation="tanh", param="mupc", lanczos_steps=0)
     with pytest.raises(InputError, match="widths: must not be an empty list"):
         coord_check(toy_data(), widths=[], depths=[2])
     with pytest.raises(InputError, match=r"depths\[1\]: must be an integer of at least 1; got 0"):

@@ -13,6 +13,7 @@ import pytest
 from conftest import random_batches, random_net, ref_energy, ref_forward
 
 from mupc_sweep import pcn
+from mupc_sweep.cell import inference_windows
 
 D, N, H, C, B = 7, 5, 4, 3, 6
 COMBOS = list(itertools.product(pcn.ACTIVATIONS, pcn.PARAMS))
@@ -124,11 +125,11 @@ def test_weight_gradients_are_autodiff_of_the_energy(x64, activation, param):
 
 
 def test_inference_windows_double_up_to_the_depth():
-    assert pcn.inference_windows(8, 8) == [(2, 1), (4, 2), (8, 4)]
-    assert pcn.inference_windows(6, 9) == [(2, 1), (4, 2), (6, 5)]
-    assert pcn.inference_windows(8, 3) == [(2, 1), (4, 1)]
-    assert pcn.inference_windows(1, 3) == [(1, 2)]
-    assert pcn.inference_windows(8, 1) == pcn.inference_windows(8, 0) == []
+    assert inference_windows(8, 8) == [(2, 1), (4, 2), (8, 4)]
+    assert inference_windows(6, 9) == [(2, 1), (4, 2), (6, 5)]
+    assert inference_windows(8, 3) == [(2, 1), (4, 1)]
+    assert inference_windows(1, 3) == [(1, 2)]
+    assert inference_windows(8, 1) == inference_windows(8, 0) == []
 
 
 @pytest.mark.parametrize("activation", pcn.ACTIVATIONS)

@@ -90,7 +90,7 @@ def test_the_papers_depth_sweep_on_eight_gpus_is_within_1_2_of_its_work_over_eig
 
 def test_point_cost_is_its_steps_and_evaluations_at_the_nearest_measured_rate():
     cfg = CellConfig(width=512, depth=32, epochs=1.0, eval_every=300)
-    steps = cfg.n_steps(60000)
+    steps = cfg.training_steps(60000)
     per_step = step_flops(algorithm="pc", d_in=784, width=512, depth=32, d_out=10, inference_steps=32, batch_size=64)
     evaluations = (steps // 300 + 1) * eval_flops(d_in=784, width=512, depth=32, d_out=10, n_examples=10000)
     assert point_flops(cfg) == steps * per_step + evaluations and evaluations < 0.05 * steps * per_step

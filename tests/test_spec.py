@@ -33,12 +33,12 @@ def test_depth_spec_is_the_papers_figure_5_sweep():
     spec = load_spec(SWEEPS / "depth.yaml")
     assert spec.name == "paper-depth" and spec.dataset == "mnist" and spec.seeds == [0, 1, 2]
     assert spec.etas == PAPER_ETAS and spec.betas == PAPER_BETAS
-    assert [(c.width, c.depth, c.steps, c.activation) for c in spec.cells()] == [
+    assert [(c.width, c.depth, c.inference_steps, c.activation) for c in spec.cells()] == [
         (512, h, h, "tanh") for h in (8, 16, 32, 64, 128)
     ]
     assert all(c.epochs == 1 and c.batch_size == 64 for c in spec.cells())
     width = load_spec(SWEEPS / "width.yaml")
-    assert [(c.width, c.depth, c.steps) for c in width.cells()] == [
+    assert [(c.width, c.depth, c.inference_steps) for c in width.cells()] == [
         (n, 8, 8) for n in (64, 128, 256, 512, 1024)
     ]
 

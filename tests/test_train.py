@@ -164,7 +164,7 @@ def test_bp_step_is_adam_on_the_autodiff_loss_gradient(x64):
     ws = random_net(6, d_in, width, depth, d_out)
     xs, ys = random_batches(7, 3, 4, d_in, d_out)
     net = Net("relu", "bp", depth, scalings("mupc", d_in, width, depth))
-    state = init_state(Weights(jnp.asarray(ws[0]), jnp.stack(ws[1:-1]), jnp.asarray(ws[-1])))
+    state = init_state(Weights(jnp.asarray(ws[0]), jnp.stack(ws[1:-1]), jnp.asarray(ws[-1])), net)
     opt, ref_ws = optax.adam(0.05), list(ws)
     ref_state = opt.init(ref_ws)
     for x, y in zip(xs, ys):
@@ -222,7 +222,7 @@ def test_program_size_grows_with_log_depth():
 
     def n_equations(depth):
         net = network(CellConfig(width=8, depth=depth), 4)
-        state = init_state(init_weights(jax.random.PRNGKey(0), "mupc", 4, 8, depth, 2))
+        state = init_state(init_weights(jax.random.PRNGKey(0), "mupc", 4, 8, depth, 2), net)
         jaxpr = jax.make_jaxpr(lambda s: point_step(s, jnp.ones((4, 3)), jnp.ones((2, 3)), 0.1, 0.1, net))(state)
         return len(jaxpr.eqns)
 
@@ -237,7 +237,7 @@ def test_every_product_of_the_cell_program_is_full_float32(algorithm):
 
     x_train, y_train, x_test, y_test = (jnp.asarray(a) for a in classification_data(0, 64, 16))
     args = (x_train, y_train, x_test, y_test, jnp.zeros(1, jnp.uint32), jnp.zeros(2, jnp.int32),
-            jnp.full(2, 1e-3, jnp.float32), jnp.full(2, 0.1, jnp.float32))
+            jnp.full(2, 1e-3, jnp.float32), jnp.full(2, 0.1, jnp.float32), jnp.asarray(0, jnp.int32))
     cfg = small_cell(algorithm=algorithm)
     text = train_module._train_cell.lower(*args, cfg=cfg, n_classes=10, chunk=2).as_text()
     dots = [line for line in text.splitlines() if "dot_general" in line]
