@@ -27,7 +27,7 @@ data: $(BIN)/mupc-sweep
 	-$(BIN)/mupc-sweep data fetch fashion_mnist
 
 test: $(BIN)/mupc-sweep
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 2 --dist loadgroup
 
 bench: $(BIN)/mupc-sweep
 	$(BIN)/python benchmarks/bench_trainer.py

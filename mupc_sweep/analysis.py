@@ -8,11 +8,15 @@ too, as "H" (T = H) or the number.
 
 A surface point is *valid* when every seed of it finished with status ``ok``; optima are taken
 over valid points only, so a diverged point can never be chosen however low its loss got first.
+A size need not hold every point of the family's grid: a *patch* (`grid.targets: patch`) is a
+rectangle of it around the source's optimum, and *extension* points (`grid.extend`) lie beyond the
+grid's ends. Every result is taken over the points a size measured; an unmeasured point is never
+read as a failed one. β is null for bp points: <NA> in tables, None in scalars.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 import numpy as np
@@ -33,14 +37,22 @@ REGRET_OK = 1.10  # transfer holds when the target's loss at the source's optimu
 BOOTSTRAP_RESAMPLES = 2000  # seed-bootstrap resamples behind optimum probabilities and the regret interval
 BOOTSTRAP_SEED = 0  # fixed, so that a report is reproducible
 REGRET_LEVEL = 0.90  # coverage of the regret interval
+NULLABLE = {"beta": "Float64", "refined_beta": "Float64", "beta_beyond_measured": "boolean"}  # <NA> for bp
 
 
 def check_axis(axis: object) -> None:
+    """InputError unless `axis` is depth or width."""
     check_choice("axis", axis, AXES)
 
 
 def other_axis(axis: Axis) -> str:
     return "width" if axis == "depth" else "depth"
+
+
+def varied_axis(records: pd.DataFrame) -> Axis:
+    """The axis `records` vary most: the one with more distinct sizes, depth on a tie."""
+    check_records(records)
+    return "width" if records["width"].nunique() > records["depth"].nunique() else "depth"
 
 
 SETTINGS = ("sweep", "epochs", "batch_size")  # record columns that separate families where present
@@ -77,10 +89,12 @@ def check_records(records: pd.DataFrame) -> None:
 
 def surfaces(records: pd.DataFrame) -> pd.DataFrame:
     """Seed-mean surfaces: one row per (cell, η, β) with the mean, std and count of `min_train_loss`
-    over seeds, the number of seeds with status ok, and `valid` (all seeds ok). A cell is its sweep,
-    settings and shape, as far as the table has those columns."""
+    over seeds, the number of seeds with status ok, `valid` (all seeds ok) and `extension` (a point
+    beyond the spec's grid; False where the records have no such column). A cell is its sweep,
+    settings and shape, as far as the table has those columns. β is <NA> for bp."""
     check_records(records)
-    df = _plain_beta(records).assign(ok=records["status"].eq("ok"))
+    extension = records["extension"].fillna(False).astype(bool) if "extension" in records.columns else False
+    df = records.assign(beta=records["beta"].astype("Float64"), ok=records["status"].eq("ok"), extension=extension)
     cell = [c for c in (*SETTINGS, "inference_steps") if c in df.columns]
     keys = ["dataset", "activation", "param", "algorithm", *cell, "width", "depth", "eta", "beta"]
     out = df.groupby(keys, as_index=False, dropna=False).agg(
@@ -88,19 +102,52 @@ def surfaces(records: pd.DataFrame) -> pd.DataFrame:
         loss_std=("min_train_loss", "std"),
         n_seeds=("seed", "nunique"),
         n_ok=("ok", "sum"),
+        extension=("extension", "any"),
     )
     out["loss_std"] = out["loss_std"].fillna(0.0)
     out["valid"] = (out["n_ok"] == out["n_seeds"]) & np.isfinite(out["loss_mean"])
     return out
 
 
-def _plain_beta(records: pd.DataFrame) -> pd.DataFrame:
-    """`records` with β as plain float64: NaN (null) for bp points, which have none."""
-    return records.assign(beta=records["beta"].astype("float64"))
-
-
 def _uses_beta(surface: pd.DataFrame) -> bool:
     return surface["algorithm"].iloc[0] == "pc"
+
+
+def family_grid(family: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The rate values a family measured at any size, extension points included, ascending:
+    (η values, β values); no β values for bp."""
+    return np.sort(family["eta"].unique()), np.sort(family["beta"].dropna().unique().astype(float))
+
+
+def is_patch(surface: pd.DataFrame, family: pd.DataFrame) -> bool:
+    """Whether one size's surface lacks a point of its family's grid: every η the family measured
+    off its extensions, at every such β."""
+    grid = family[~family["extension"]]
+    n_grid = grid["eta"].nunique() * max(grid["beta"].nunique(), 1)  # bp: no β values
+    return int((~surface["extension"]).sum()) < n_grid
+
+
+def patch_extent(surface: pd.DataFrame, family: pd.DataFrame, eta: float, beta: float | None) -> dict | None:
+    """Where `surface` (one size of `family`) is a patch: the rectangle of its measured points, as
+    η and β ranges, its size in grid points (`n_eta` × `n_beta`, of which `n_points` measured) and
+    the grid steps from (η, β) to its low and high ends in each rate (`eta_steps`, `beta_steps`);
+    None where the size holds the whole grid. β fields are None for bp."""
+    if not is_patch(surface, family):
+        return None
+    extent = {"n_points": len(surface)}
+    for rate, values, at in zip(("eta", "beta"), family_grid(family), (eta, beta)):
+        if at is None:
+            extent |= {rate: None, f"n_{rate}": None, f"{rate}_steps": None}
+            continue
+        lo, hi = float(surface[rate].min()), float(surface[rate].max())
+        i_lo, i_hi, i_at = (_grid_index(values, v) for v in (lo, hi, at))
+        extent |= {rate: (lo, hi), f"n_{rate}": i_hi - i_lo + 1, f"{rate}_steps": (i_lo - i_at, i_hi - i_at)}
+    return extent
+
+
+def _grid_index(values: np.ndarray, at: float) -> int:
+    """The index of the grid value nearest `at` in log space."""
+    return int(np.argmin(np.abs(np.log10(values) - np.log10(at))))
 
 
 @dataclass(frozen=True)
@@ -118,9 +165,10 @@ class Optimum:
     basin: int  # valid points within BASIN_TOLERANCE of the best
     basin_eta: tuple[float, float]
     basin_beta: tuple[float, float] | None
-    on_edge: bool  # the optimum lies on the border of the grid
+    on_edge: bool  # the optimum ends its measured line in η (at its β) or in β (at its η)
     n_valid: int
-    n_points: int
+    n_points: int  # points measured, extension points included
+    n_extension: int  # points measured beyond the spec's grid (grid.extend)
 
 
 def optimum(surface: pd.DataFrame, size: int) -> Optimum | None:
@@ -130,21 +178,30 @@ def optimum(surface: pd.DataFrame, size: int) -> Optimum | None:
         return None
     best = valid.loc[valid["loss_mean"].idxmin()]
     uses_beta = _uses_beta(surface)
-    beta = float(best.beta) if uses_beta else None
-    etas, betas = np.sort(surface["eta"].unique()), np.sort(surface["beta"].unique())
+    eta, beta = float(best.eta), float(best.beta) if uses_beta else None
     in_basin = valid[valid["loss_mean"] <= best.loss_mean * (1 + BASIN_TOLERANCE)]
-    refined_eta, refined_beta = refine(valid, float(best.eta), beta)
-    edge = (len(etas) > 1 and best.eta in (etas[0], etas[-1])) or (
-        uses_beta and len(betas) > 1 and beta in (betas[0], betas[-1]))
+    refined_eta, refined_beta = refine(valid, eta, beta)
     return Optimum(
-        size=int(size), eta=float(best.eta), beta=beta, loss=float(best.loss_mean),
+        size=int(size), eta=eta, beta=beta, loss=float(best.loss_mean),
         loss_std=float(best.loss_std), n_seeds=int(best.n_seeds),
         refined_eta=refined_eta, refined_beta=refined_beta,
         basin=len(in_basin),
         basin_eta=(float(in_basin.eta.min()), float(in_basin.eta.max())),
         basin_beta=(float(in_basin.beta.min()), float(in_basin.beta.max())) if uses_beta else None,
-        on_edge=bool(edge), n_valid=len(valid), n_points=len(surface),
+        on_edge=_on_edge(surface, eta, beta), n_valid=len(valid), n_points=len(surface),
+        n_extension=int(surface["extension"].sum()),
     )
+
+
+def _on_edge(surface: pd.DataFrame, eta: float, beta: float | None) -> bool:
+    """Whether (η, β) is the smallest or largest measured η at its β, or β at its η, where the
+    surface has more than one value of that rate."""
+    along_eta = surface["eta"] if beta is None else surface.loc[np.isclose(surface["beta"], beta), "eta"]
+    edge = surface["eta"].nunique() > 1 and eta in (along_eta.min(), along_eta.max())
+    if beta is not None:
+        along_beta = surface.loc[np.isclose(surface["eta"], eta), "beta"]
+        edge = edge or (surface["beta"].nunique() > 1 and beta in (along_beta.min(), along_beta.max()))
+    return bool(edge)
 
 
 def refine(valid: pd.DataFrame, eta: float, beta: float | None) -> tuple[float, float | None]:
@@ -157,14 +214,14 @@ def refine(valid: pd.DataFrame, eta: float, beta: float | None) -> tuple[float, 
     lo_u, hi_u = np.log10(window_eta.min()), np.log10(window_eta.max())
     if window_beta is None or len(window_beta) == 1:  # 1-D in η
         line = valid[valid["eta"].isin(window_eta) & (True if beta is None else np.isclose(valid["beta"], beta))]
-        u, f = np.log10(line["eta"].to_numpy()), np.log10(line["loss_mean"].to_numpy())
+        u, f = np.log10(line["eta"].to_numpy(float)), np.log10(line["loss_mean"].to_numpy(float))
         if len(np.unique(u)) < 3:
             return eta, beta
         a, b, _ = np.polyfit(u, f, 2)
         return (float(10 ** np.clip(-b / (2 * a), lo_u, hi_u)) if a > 0 else eta), beta
     near = valid[valid["eta"].isin(window_eta) & valid["beta"].isin(window_beta)]
-    u, v = np.log10(near["eta"].to_numpy()), np.log10(near["beta"].to_numpy())
-    f = np.log10(near["loss_mean"].to_numpy())
+    u, v = np.log10(near["eta"].to_numpy(float)), np.log10(near["beta"].to_numpy(float))
+    f = np.log10(near["loss_mean"].to_numpy(float))
     if len(near) < 6 or len(np.unique(u)) < 3 or len(np.unique(v)) < 3:
         return eta, beta
     design = np.column_stack([np.ones_like(u), u, v, u * u, v * v, u * v])
@@ -182,9 +239,11 @@ def _window(values: np.ndarray, at: float) -> np.ndarray:
     return values[max(i - 1, 0) : i + 2]
 
 
-@dataclass
+@dataclass(eq=False)
 class TransferReport:
-    """What `mupc-sweep transfer` reports for one family."""
+    """What `mupc-sweep transfer` reports for one family: `text()` as the command prints it,
+    `to_dict()` as `--json` holds it (plain Python: lists of dicts for the tables, None for β of
+    bp), and a short repr and a markdown summary for a notebook. Tables are DataFrames."""
 
     family: dict
     axis: str
@@ -193,48 +252,87 @@ class TransferReport:
     recommended_eta: float
     recommended_beta: float | None
     basis: str  # "source grid optimum" or "extrapolated drift"
-    source_optimum: dict
-    source_surface: list[dict]  # the seed-mean surface at the source: eta, beta, loss_mean, loss_std, n_seeds, valid
-    optima: list[dict]  # the optimum at every swept size of the family
+    source_optimum: dict  # the `Optimum` fields at the source
+    source_surface: pd.DataFrame  # the source's surface: eta, beta, loss_mean, loss_std, n_seeds, valid, extension
+    optima: pd.DataFrame  # a row per swept size with a valid point: the `Optimum` fields and `patch`
     drift: dict | None  # slope of log10 η* and log10 β* per doubling, fitted on `drift_sizes` when ≥ 3
-    drift_sizes: list[int]  # the sizes on the source's side of the target, the only ones a fit may use
+    drift_sizes: list[int]  # the swept sizes below the target, the only ones a fit may use
     target_swept: bool
+    target_patch: dict | None  # `patch_extent` of the target: its best is over these points only
     regret: float | None  # zero-shot: target's loss at the source's grid optimum over its best; None if it failed
     regret_interval: tuple[float, float] | None  # 90 % seed-bootstrap interval of `regret`; None with one seed
     extrapolated_regret: float | None  # the same at the extrapolated recommendation, when there is one
     optima_coincide: bool | None
     transfer_holds: bool | None  # regret ≤ REGRET_OK
-    optimum_probability: list[dict] | None  # per size and grid point, P(optimum) under the seed bootstrap
-    stability_edge: list[dict]  # per size, the largest η and β at which every seed stayed ok
+    optimum_probability: pd.DataFrame | None  # size, eta, beta, probability: P(optimum) under the seed bootstrap
+    stability_edge: pd.DataFrame  # per size, the largest η and β at which every seed stayed ok (`stability_edges`)
     stability_drift: dict | None  # how far the stability edge moves across the swept sizes
     warnings: list[str] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)  # sizes with missing or failed cells
 
+    def __repr__(self) -> str:
+        from .report import transfer_repr
+
+        return transfer_repr(self)
+
+    def text(self) -> str:
+        """The report as `mupc-sweep transfer` prints it."""
+        from .report import transfer_text
+
+        return transfer_text(self)
+
+    def _repr_markdown_(self) -> str:
+        from .report import transfer_markdown
+
+        return transfer_markdown(self)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field as plain Python: tables as lists of dicts, null values as None."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+def _plain(value: object) -> object:
+    """A table as a list of dicts of Python values (None where null); anything else unchanged."""
+    if isinstance(value, pd.DataFrame):
+        return value.astype(object).where(value.notna(), None).to_dict("records")
+    return value
+
+
+def _table(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    """Rows as a DataFrame with `columns`, the β columns nullable (<NA> for bp)."""
+    return pd.DataFrame(rows, columns=columns).astype({c: t for c, t in NULLABLE.items() if c in columns})
+
+
+def _check_size(name: str, value: object) -> None:
+    """InputError unless `value` is a positive integer (a width or depth)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name}: must be a positive integer; got {value!r}.")
 
 
 def transfer(
     records: pd.DataFrame, *, source: int, target: int, axis: Axis = "depth"
 ) -> list[TransferReport]:
-    """One report per family holding `source` along `axis`: the recommended (η, β) for `target`.
-    Families swept along `axis` are reported alone when there are any: a width sweep's one-depth
-    families say nothing about depth.
+    """One report per family holding `source` along `axis`: the recommended (η, β) for the larger
+    `target`. Families swept along `axis` are reported alone when there are any: a width sweep's
+    one-depth families say nothing about depth.
 
-    The verdict is zero-shot: where the target was swept, `regret` is its seed-mean loss at the grid
-    point nearest the source's grid optimum over its best loss, and transfer holds when that is at
-    most `REGRET_OK`. The recommendation is the source's grid optimum, unless three or more sizes on
-    the source's side of the target show the optimum drifting by more than `DRIFT_DECADES`; then the
+    The verdict is zero-shot: where the target was swept, `regret` is its seed-mean loss at the
+    measured point nearest the source's grid optimum over its best measured loss, and transfer holds
+    when that is at most `REGRET_OK`. The recommendation is the source's grid optimum, unless three
+    or more sizes below the target show the optimum drifting by more than `DRIFT_DECADES`; then the
     drift (linear in log size) is extrapolated to the target, out of sample: the target's own records
     and sizes beyond it never enter the recommendation.
     """
     check_axis(axis)
-    if source == target:
-        raise InputError(f"--from and --to are both {source}; give the size to transfer to.")
+    _check_size("source", source)
+    _check_size("target", target)
+    if source >= target:
+        raise InputError(f"source: must be smaller than target (rates transfer from a small model to a larger one); "
+                         f"got source {source}, target {target}.")
     surf = surfaces(records)
     if not (surf[axis] == source).any():
         swept = sorted(surf[axis].unique().tolist())
-        raise InputError(f"no sweep holds {axis} {source}; swept {axis}s: {', '.join(map(str, swept))}.")
+        raise InputError(f"source: no sweep holds {axis} {source}; swept {axis}s: {', '.join(map(str, swept))}.")
     holding = [(family, rows) for family, rows in families(surf, axis) if (rows[axis] == source).any()]
     swept = [(family, rows) for family, rows in holding if rows[axis].nunique() > 1]
     reports, failed = [], []
@@ -275,8 +373,8 @@ def _family_report(
         raise NoSourceOptimum(f"{axis} {source} of {_describe(family)} has no valid point to transfer from.")
     src = optima[source]
     warnings = []
-    # Out of sample: only sizes on the source's side of the target may inform the recommendation.
-    drift_sizes = sorted(s for s in optima if (s < target if source < target else s > target))
+    # Out of sample: only sizes below the target may inform the recommendation.
+    drift_sizes = sorted(s for s in optima if s < target)
     drift = _drift({s: optima[s] for s in drift_sizes}, uses_beta)
     eta, beta, basis = src.eta, src.beta, "source grid optimum"
     if drift is not None and drift["drifts"]:
@@ -291,13 +389,16 @@ def _family_report(
             "extrapolated"
         )
     if src.on_edge:
-        warnings.append(f"the optimum at {axis} {source} lies on the edge of the grid; widen the grid")
+        extended = f" (its {src.n_extension} extension point(s) included)" if src.n_extension else ""
+        warnings.append(f"the optimum at {axis} {source} lies on the edge of the grid{extended}; widen the grid "
+                        "(grid.extend widens it automatically)")
     if src.basin == 1:
         warnings.append(f"the optimum at {axis} {source} is sharp: no other point within {BASIN_TOLERANCE:.0%}")
 
     by_size = {int(size): surface for size, surface in rows.groupby(axis)}
     regret = interval = extrapolated = coincide = holds = None
     target_swept = target in by_size
+    target_patch = patch_extent(by_size[target], rows, src.eta, src.beta) if target_swept else None
     if target_swept and target not in optima:  # swept, and every point failed there
         holds = False
         warnings.append(f"transfer does not hold at {axis} {target}: every point diverged or stopped there")
@@ -316,24 +417,44 @@ def _family_report(
             near = _nearest(tgt_surface, src.eta, src.beta)
             warnings.append(
                 f"transfer does not hold at {axis} {target}: the grid point nearest the source's optimum "
-                f"({_rates_text(near.eta, _beta_of(near.beta))}) diverged or stopped there"
+                f"({_rates_text(near.eta, beta_of(near.beta))}) diverged or stopped there"
             )
         elif not holds:
             warnings.append(
                 f"transfer does not hold at {axis} {target}: the source's optimum reaches "
                 f"{regret:.2f}x the best loss there (at {_rates_text(tgt.eta, tgt.beta)})"
             )
+        if target_patch is not None and _on_patch_border(tgt_surface, rows, tgt.eta, tgt.beta):
+            warnings.append(
+                f"the best point at {axis} {target} ({_rates_text(tgt.eta, tgt.beta)}) lies on the border of its "
+                "patch, where the grid goes on: a better point may lie outside the patch, so the zero-shot regret "
+                "may be understated"
+            )
     edges = stability_edges(rows, axis)
+    table = _table([asdict(o) for o in optima.values()], [f.name for f in fields(Optimum)])
     return TransferReport(
         family=family, axis=axis, source=source, target=target,
         recommended_eta=eta, recommended_beta=beta if uses_beta else None, basis=basis,
         source_optimum=asdict(src), source_surface=_surface_points(by_size[source]),
-        optima=[asdict(o) for o in optima.values()], drift=drift, drift_sizes=drift_sizes,
-        target_swept=target_swept, regret=regret, regret_interval=interval, extrapolated_regret=extrapolated,
+        optima=table.assign(patch=[is_patch(by_size[size], rows) for size in optima]),
+        drift=drift, drift_sizes=drift_sizes, target_swept=target_swept, target_patch=target_patch,
+        regret=regret, regret_interval=interval, extrapolated_regret=extrapolated,
         optima_coincide=coincide, transfer_holds=holds, optimum_probability=optimum_probabilities(records, rows, axis),
-        stability_edge=edges, stability_drift=_edge_drift(edges, uses_beta),
+        stability_edge=edges, stability_drift=_edge_drift(edges, rows, uses_beta),
         warnings=warnings, incomplete=incomplete,
     )
+
+
+def _on_patch_border(surface: pd.DataFrame, family: pd.DataFrame, eta: float, beta: float | None) -> bool:
+    """Whether (η, β) lies at an end of the surface's measured range of η or β where the family's
+    grid goes on beyond it."""
+    for rate, values, at in zip(("eta", "beta"), family_grid(family), (eta, beta)):
+        if at is None:
+            continue
+        lo, hi = surface[rate].min(), surface[rate].max()
+        if (at == lo and at > values[0]) or (at == hi and at < values[-1]):
+            return True
+    return False
 
 
 def _optima(rows: pd.DataFrame, axis: Axis) -> tuple[dict[int, Optimum], list[str]]:
@@ -351,7 +472,7 @@ def _optima(rows: pd.DataFrame, axis: Axis) -> tuple[dict[int, Optimum], list[st
 
 
 def _regret(surface: pd.DataFrame, eta: float, beta: float | None, best: float) -> float | None:
-    """The loss at the grid point nearest (η, β) over `best`; None where that point failed."""
+    """The loss at the measured point nearest (η, β) over `best`; None where that point failed."""
     near = _nearest(surface, eta, beta)
     return float(near.loss_mean / best) if near.valid else None
 
@@ -366,9 +487,9 @@ def bootstrap_means(records: pd.DataFrame, surface: pd.DataFrame, *, size: int) 
     full sample's: a point where any seed failed never becomes the optimum). None with one seed.
     The draws come from a generator seeded by (`BOOTSTRAP_SEED`, size): reproducible, and one size's
     draws do not depend on which other sizes were swept."""
-    points = surface[["eta", "beta"]].reset_index(drop=True).assign(point=lambda d: np.arange(len(d)))
-    rows = _plain_beta(records)[["eta", "beta", "seed", "min_train_loss"]].merge(points, on=["eta", "beta"])
-    seeds = np.unique(rows["seed"])  # merge matches a null β with a null β: bp points pair up too
+    points = _nan_beta(surface)[["eta", "beta"]].reset_index(drop=True).assign(point=lambda d: np.arange(len(d)))
+    rows = _nan_beta(records)[["eta", "beta", "seed", "min_train_loss"]].merge(points, on=["eta", "beta"])
+    seeds = np.unique(rows["seed"])  # merge matches a NaN β with a NaN β: bp points pair up too
     n_seeds = len(seeds)
     if n_seeds < 2:
         return None
@@ -382,25 +503,28 @@ def bootstrap_means(records: pd.DataFrame, surface: pd.DataFrame, *, size: int) 
     return np.where(valid[None, :] & np.isfinite(means), means, np.inf)
 
 
-def optimum_probability(surface: pd.DataFrame, means: np.ndarray) -> list[dict]:
+def _nan_beta(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with β as plain float64, NaN for bp: for merging on β."""
+    return table.assign(beta=table["beta"].astype("float64"))
+
+
+def optimum_probability(surface: pd.DataFrame, means: np.ndarray) -> pd.DataFrame:
     """Each grid point's probability of being the optimum under the seed bootstrap (`means` from
     `bootstrap_means`): eta, beta, probability, most probable first, points never chosen left out."""
     counts = np.bincount(means.argmin(axis=1), minlength=means.shape[1])
     order = np.argsort(-counts, kind="stable")
-    return [
-        {"eta": float(surface["eta"].iloc[i]), "beta": _beta_of(surface["beta"].iloc[i]),
-         "probability": float(counts[i] / len(means))}
-        for i in order if counts[i] > 0
-    ]
+    rows = [{"eta": float(surface["eta"].iloc[i]), "beta": beta_of(surface["beta"].iloc[i]),
+             "probability": float(counts[i] / len(means))} for i in order if counts[i] > 0]
+    return _table(rows, ["eta", "beta", "probability"])
 
 
 def regret_interval(
     source: pd.DataFrame, source_means: np.ndarray, target: pd.DataFrame, target_means: np.ndarray
 ) -> tuple[float, float]:
     """The `REGRET_LEVEL` interval of the zero-shot regret under the seed bootstrap: in each resample,
-    the target's loss at the grid point nearest the source's optimum over the target's best.
+    the target's loss at the measured point nearest the source's optimum over the target's best.
     Source and target seeds are drawn independently; inf where that point failed at the target."""
-    nearest = np.array([target.index.get_loc(_nearest(target, e, _beta_of(b)).name)
+    nearest = np.array([target.index.get_loc(_nearest(target, e, beta_of(b)).name)
                         for e, b in zip(source["eta"], source["beta"])])
     at = nearest[source_means.argmin(axis=1)]
     picked = target_means[np.arange(len(target_means)), at]
@@ -411,49 +535,57 @@ def regret_interval(
     return float(lo), float(hi)
 
 
-def optimum_probabilities(records: pd.DataFrame, surf: pd.DataFrame, axis: Axis) -> list[dict] | None:
+def optimum_probabilities(records: pd.DataFrame, surf: pd.DataFrame, axis: Axis) -> pd.DataFrame | None:
     """`optimum_probability` at every size of one family with a valid point: size, eta, beta,
     probability. `records` and `surf` hold that family only. None if some size has one seed."""
-    out = []
+    tables = []
     for size, surface in surf.groupby(axis):
         if not surface["valid"].any():
             continue
         means = bootstrap_means(records[records[axis] == size], surface, size=int(size))
         if means is None:
             return None
-        out += [{"size": int(size), **point} for point in optimum_probability(surface, means)]
-    return out
+        tables.append(optimum_probability(surface, means).assign(size=int(size)))
+    columns = ["size", "eta", "beta", "probability"]
+    return pd.concat(tables, ignore_index=True)[columns] if tables else _table([], columns)
 
 
-def stability_edges(surf: pd.DataFrame, axis: Axis) -> list[dict]:
-    """At every size of one family with a valid point, the largest η at which every seed stayed ok
-    at the optimum's β, and the largest β at the optimum's η (None for bp); `*_at_grid_edge` when
-    that is the grid's largest value, so that the real edge lies beyond the grid."""
+def stability_edges(surf: pd.DataFrame, axis: Axis) -> pd.DataFrame:
+    """At every size of one family with a valid point, over its measured points: the largest η at
+    which every seed stayed ok at the optimum's β, and the largest β at the optimum's η (<NA> for
+    bp). `eta_beyond_measured` (`beta_beyond_measured`) when that is the largest value measured on
+    the line, so that the real edge lies beyond the measured points: an unmeasured point is never
+    read as an unstable one."""
     edges = []
     for size, surface in surf.groupby(axis):
         best = optimum(surface, int(size))
         if best is None:
             continue
-        valid = surface[surface["valid"]]
-        line = valid if best.beta is None else valid[np.isclose(valid["beta"], best.beta)]
-        eta = line["eta"].max()
-        edge = {"size": int(size), "eta": float(eta), "eta_at_grid_edge": bool(np.isclose(eta, surface["eta"].max())),
-                "beta": None, "beta_at_grid_edge": None}
+        line = surface if best.beta is None else surface[np.isclose(surface["beta"], best.beta)]
+        eta = line.loc[line["valid"], "eta"].max()
+        edge = {"size": int(size), "eta": float(eta), "eta_beyond_measured": bool(eta == line["eta"].max()),
+                "beta": None, "beta_beyond_measured": None}
         if best.beta is not None:
-            beta = valid[np.isclose(valid["eta"], best.eta)]["beta"].max()
-            edge |= {"beta": float(beta), "beta_at_grid_edge": bool(np.isclose(beta, surface["beta"].max()))}
+            line = surface[np.isclose(surface["eta"], best.eta)]
+            beta = line.loc[line["valid"], "beta"].max()
+            edge |= {"beta": float(beta), "beta_beyond_measured": bool(beta == line["beta"].max())}
         edges.append(edge)
-    return edges
+    return _table(edges, ["size", "eta", "eta_beyond_measured", "beta", "beta_beyond_measured"])
 
 
-def _edge_drift(edges: list[dict], uses_beta: bool) -> dict | None:
+def _edge_drift(edges: pd.DataFrame, family: pd.DataFrame, uses_beta: bool) -> dict | None:
     """How far the stability edge moves across sizes: the span (max − min) of log10 of each edge,
-    in decades, and `drifts` when either exceeds `DRIFT_DECADES`. None with fewer than two sizes."""
-    if len(edges) < 2:
-        return None
-    spans = {rate: float(np.ptp(np.log10([e[rate] for e in edges]))) if (rate == "eta" or uses_beta) else None
-             for rate in ("eta", "beta")}
+    in decades, over the sizes whose edge was found or lies beyond the family's whole grid (an edge
+    cut short by a patch says nothing; a span is None with fewer than two), and `drifts` when
+    either span exceeds `DRIFT_DECADES`. None when neither rate has a span."""
+    spans = {"eta": None, "beta": None}
+    for rate in ("eta", "beta") if uses_beta else ("eta",):
+        known = edges[~(edges[f"{rate}_beyond_measured"] & (edges[rate] < family[rate].max()))]
+        if len(known) >= 2:
+            spans[rate] = float(np.ptp(np.log10(known[rate].to_numpy(float))))
     moved = [v for v in spans.values() if v is not None]
+    if not moved:
+        return None
     return {"eta_decades": spans["eta"], "beta_decades": spans["beta"], "drifts": bool(max(moved) > DRIFT_DECADES)}
 
 
@@ -480,22 +612,21 @@ def _drift(optima: dict[int, Optimum], uses_beta: bool) -> dict | None:
     )
 
 
-def _surface_points(surface: pd.DataFrame) -> list[dict]:
-    """The surface as plain Python values, β None for bp."""
-    columns = ["eta", "beta", "loss_mean", "loss_std", "n_seeds", "valid"]
-    points = surface.sort_values(["eta", "beta"])[columns].to_dict("records")
-    return [{**p, "beta": _beta_of(p["beta"])} for p in points]
+def _surface_points(surface: pd.DataFrame) -> pd.DataFrame:
+    """One size's surface as a report table, sorted by η then β."""
+    columns = ["eta", "beta", "loss_mean", "loss_std", "n_seeds", "valid", "extension"]
+    return surface.sort_values(["eta", "beta"])[columns].reset_index(drop=True)
 
 
 def _nearest(surface: pd.DataFrame, eta: float, beta: float | None) -> pd.Series:
-    """The grid point nearest (η, β) in log space (nearest η alone when β is None: bp)."""
+    """The measured point nearest (η, β) in log space (nearest η alone when β is None: bp)."""
     d = (np.log10(surface["eta"]) - np.log10(eta)) ** 2
     if beta is not None:
-        d = d + (np.log10(surface["beta"]) - np.log10(beta)) ** 2
+        d = d + (np.log10(surface["beta"].astype(float)) - np.log10(beta)) ** 2
     return surface.loc[d.idxmin()]
 
 
-def _beta_of(value: float) -> float | None:
+def beta_of(value: float) -> float | None:
     """A grid point's β as reported: None where it has none (bp)."""
     return None if pd.isna(value) else float(value)
 

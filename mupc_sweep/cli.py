@@ -179,6 +179,9 @@ def run(
         help="show the trials, their estimated cost and wall time; train nothing")] = False,
     slots: Annotated[int | None, typer.Option(help="with --dry-run: plan for this many trial slots")] = None,
     restart: Annotated[bool, typer.Option(help="delete this sweep's earlier records and start over")] = False,
+    in_process: Annotated[bool, typer.Option(
+        help="train the trials one after another in this process, without Ray (to debug, or where Ray is "
+             "missing)")] = False,
     data_dir: DataDir = None,
     out: Annotated[Path | None, typer.Option("--out", hidden=True, help="old name of --results")] = None,
     cpus_per_cell: Annotated[float | None, typer.Option(hidden=True, help="old name of --cpus-per-trial")] = None,
@@ -191,7 +194,7 @@ def run(
 
     Example: mupc-sweep run sweeps/quick.yaml --results results
     """
-    from .driver import plan_sweep, run_sweep
+    from .driver import InProcess, plan_sweep, run_sweep
     from .report import plan_text
 
     resources = dict(points_per_trial=points_per_trial,
@@ -204,7 +207,7 @@ def run(
             typer.echo(plan_text(plan, where="--slots" if slots else "this machine"))
             return
         outcome = run_sweep(spec_file, results=results, address=address, restart=restart, data_dir=data_dir,
-                            **resources)
+                            executor=InProcess() if in_process else None, **resources)
     except Error as error:
         raise fail(error, RUN_FLAGS) from None
     except KeyboardInterrupt:

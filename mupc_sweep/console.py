@@ -63,11 +63,12 @@ class SweepProgress:
         return SweepEvents(planned=self.planned, progress=self.progress, done=self.done, retry=self.retry,
                            failed=self.failed)
 
-    def line(self, text: str, *, out=sys.stderr) -> None:
+    def line(self, text: str, *, stdout: bool = False) -> None:
+        """A line on stderr, or stdout, in place of the bar, which is drawn again below it."""
         if not self.enabled:
             return
         self.bar.close_line()
-        print(text, file=out, flush=True)
+        print(text, file=sys.stdout if stdout else sys.stderr, flush=True)
         self._draw()
 
     def header(self, spec, run, description: str, warning: str | None) -> None:
@@ -100,13 +101,13 @@ class SweepProgress:
         self.running.pop(stem, None)
         self.finished += self.cost.get(stem, 0.0)
         self.line(f"{stem}: {best_text(records)}  ({len(records)} points, {records.wall_s.iloc[0]:.1f} s on "
-                  f"{records.device.iloc[0]})", out=sys.stdout)
+                  f"{records.device.iloc[0]})", stdout=True)
 
     def retry(self, stem: str, error: str) -> None:
         self.running.pop(stem, None)
-        self.line(f"{stem}: retrying after a failure: {error}", out=sys.stdout)
+        self.line(f"{stem}: retrying after a failure: {error}", stdout=True)
 
     def failed(self, stem: str, error: str) -> None:
         self.running.pop(stem, None)
         self.finished += self.cost.get(stem, 0.0)
-        self.line(f"{stem}: FAILED: {error}", out=sys.stdout)
+        self.line(f"{stem}: FAILED: {error}", stdout=True)

@@ -258,6 +258,7 @@ def run_sweep(
     with DriverLock(results, spec.name):  # before Ray starts: a second driver is refused at once
         done = {} if restart else read_state(results, spec.name, spec).outcomes()
         if not any(need.missing or need.waits for need in needs(spec, done).values()):
+            prepare(spec, results, restart=False)  # the kept spec is this run's: analysis follows it
             shown.line(f"{spec.name}: all {len(spec.cells())} cells done -> {results / spec.name}")
             return _outcome(spec, results, start)
         description, warning = executor.start(spec)
@@ -321,7 +322,8 @@ def plan_sweep(spec: str | Path | dict | SweepSpec, *, results: str | Path = "re
         row = table.loc[cell.cell_id].to_dict() if cell.cell_id in table.index else dict(
             points=0, trials=0, points_per_trial=0, s_per_trial=0.0, tflops=0.0)
         rows.append(dict(cell_id=cell.cell_id, role=need.role, **row, later_least=least, later_most=most))
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows).astype({c: int for c in ("points", "trials", "points_per_trial", "later_least",
+                                                        "later_most")})
     later = [(plan(spec, {c: [(0, 0.0, 0.0)] * n for c, n in counts.items()}, slots)) for counts in
              (least_later, most_later)]
     full = {c: region_points(spec, c, grid_region(spec, c)) for c in spec.cells()}

@@ -14,18 +14,22 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import NullLocator
 
 from .analysis import (
     Axis,
     check_axis,
     families,
+    family_grid,
     family_records,
+    is_patch,
     optimum,
     optimum_probabilities,
     other_axis,
     stability_edges,
     surfaces,
+    varied_axis,
 )
 from .atomic import write_atomic
 
@@ -33,8 +37,13 @@ OPTIMUM_GID = "optimum"
 FAILED_GID = "failed"
 PROBABILITY_GID = "probability"
 EDGE_GID = "stability edge"
+SURFACE_GID = "surface"  # the coloured squares: one per measured valid grid point
+PATCH_GID = "patch"  # the outline of a size's measured patch of the grid
+EXTENSION_GID = "extension"
 SHOWN_PROBABILITY = 0.05  # bootstrap optima less likely than this are not drawn
 LABELLED_PROBABILITY = 0.15  # nor labelled with their percentage below this
+EDGE_COLOUR = "orange"
+UNMEASURED_COLOUR = "0.85"  # the panels' background: no colour where no valid point was measured
 
 
 def _title(width: int, depth: int) -> str:
@@ -42,99 +51,129 @@ def _title(width: int, depth: int) -> str:
 
 
 def contour_figure(
-    family: pd.DataFrame, axis: Axis, *, probability: list[dict] | None = None, edges: list[dict] | None = None
+    family: pd.DataFrame, axis: Axis, *, probability: pd.DataFrame | None = None, edges: pd.DataFrame | None = None
 ) -> Figure:
-    """Fig. 5: one panel per size along `axis`; x = β, y = η (log); colour = log10 seed-mean min
-    train loss on one scale for all panels; ★ the optimum; ✕ points where a seed diverged or stopped.
-    With `probability` (`analysis.optimum_probabilities`), white rings around the grid points the
-    seed bootstrap makes the optimum, sized by that probability and labelled with it; with `edges`
+    """Fig. 5: one panel per size along `axis`, every panel on the family's grid (the η and β values
+    measured at any size); x = β, y = η (log). Each measured valid point is a square coloured by
+    log10 seed-mean min train loss, one scale for all panels; grey where no valid point was
+    measured; ✕ points where a seed diverged or stopped; ★ the optimum; a size that measured a
+    patch of the grid has it outlined; ◇ extension points (grid.extend). With `probability`
+    (`analysis.optimum_probabilities`), white rings around the grid points the seed bootstrap makes
+    the optimum, sized by that probability and labelled with it; with `edges`
     (`analysis.stability_edges`), ▲ at the largest stable η (at the optimum's β) and ▶ at the largest
-    stable β (at its η), hollow where that is the grid's edge."""
+    stable β (at its η), hollow where that is the largest measured."""
     sizes = sorted(family[axis].unique())
+    etas, betas = family_grid(family)
+    eta_bounds, beta_bounds = _bounds(etas), _bounds(betas)
     fig = Figure(figsize=(3.4 * len(sizes) + 1.2, 3.8), layout="constrained")
     axes = fig.subplots(1, len(sizes), sharey=True, squeeze=False)
     valid = family[family["valid"]]
-    log_loss = np.log10(valid["loss_mean"].to_numpy())
+    log_loss = np.log10(valid["loss_mean"].to_numpy(float).clip(min=1e-12))
     norm = Normalize(vmin=float(log_loss.min()), vmax=float(log_loss.max())) if len(log_loss) else Normalize(0, 1)
-    levels = np.linspace(norm.vmin, norm.vmax + 1e-9, 16)
+    patches = extensions = unmeasured = False
     for ax, size in zip(axes[0], sizes):
         surface = family[family[axis] == size]
-        grid = surface.pivot_table(index="eta", columns="beta", values="loss_mean", aggfunc="first")
-        ok = surface.pivot_table(index="eta", columns="beta", values="valid", aggfunc="first").reindex_like(grid)
-        z = np.where(ok.fillna(False).to_numpy(bool), np.log10(grid.to_numpy(float)), np.nan)
-        if grid.shape[0] >= 2 and grid.shape[1] >= 2 and np.isfinite(z).sum() >= 3:
-            ax.contourf(grid.columns, grid.index, z, levels=levels, norm=norm, cmap="viridis", extend="both")
-        ax.scatter(surface.beta, surface.eta, c=np.log10(surface.loss_mean.clip(lower=1e-12)), norm=norm,
-                   cmap="viridis", s=12, edgecolors="k", linewidths=0.3)
+        i, j = np.searchsorted(etas, surface["eta"]), np.searchsorted(betas, surface["beta"].to_numpy(float))
+        ok = surface["valid"].to_numpy(bool)
+        z = np.full((len(etas), len(betas)), np.nan)  # (η, β), NaN where no valid point was measured
+        z[i[ok], j[ok]] = np.log10(surface["loss_mean"].to_numpy(float)[ok].clip(min=1e-12))
+        ax.pcolormesh(beta_bounds, eta_bounds, np.ma.masked_invalid(z), norm=norm, cmap="viridis", gid=SURFACE_GID)
+        unmeasured = unmeasured or len(surface) < len(etas) * len(betas)
+        if is_patch(surface, family):
+            patches = True
+            ax.add_patch(Rectangle((beta_bounds[j.min()], eta_bounds[i.min()]),
+                                   beta_bounds[j.max() + 1] - beta_bounds[j.min()],
+                                   eta_bounds[i.max() + 1] - eta_bounds[i.min()],
+                                   fill=False, edgecolor="k", linewidth=1.5, gid=PATCH_GID, zorder=2))
+        extended = surface[surface["extension"]]
+        if len(extended):
+            extensions = True
+            ax.scatter(extended["beta"].to_numpy(float), extended["eta"], marker="D", s=70, facecolors="none",
+                       edgecolors="magenta", linewidths=1.4, gid=EXTENSION_GID, zorder=3)
         failed = surface[~surface["valid"]]
         if len(failed):
-            ax.scatter(failed.beta, failed.eta, marker="x", color="red", s=40, linewidths=1.5, gid=FAILED_GID,
-                       label="diverged / no learning")
-        if probability is not None:
-            _draw_probability(ax, [p for p in probability if p["size"] == size])
-        if edges is not None:
-            _draw_edges(ax, [e for e in edges if e["size"] == size], optimum(surface, int(size)))
+            ax.scatter(failed["beta"].to_numpy(float), failed["eta"], marker="x", color="red", s=40, linewidths=1.5,
+                       gid=FAILED_GID, zorder=3)
         best = optimum(surface, int(size))
+        if probability is not None:
+            _draw_probability(ax, probability[probability["size"] == size])
+        if edges is not None and best is not None:
+            _draw_edges(ax, edges[edges["size"] == size], best)
         if best is not None:
             ax.plot([best.beta], [best.eta], marker="*", ms=16, color="white", markeredgecolor="k", gid=OPTIMUM_GID,
-                    linestyle="none", label="optimum")
+                    linestyle="none", zorder=5)
         row = surface.iloc[0]
         ax.set(xscale="log", yscale="log", xlabel="β (activity lr)", title=_title(int(row.width), int(row.depth)))
-        ax.set_facecolor("0.85")  # grey where no valid point: failed regions never look like good ones
-        _grid_ticks(ax, np.sort(surface.beta.unique()), np.sort(surface.eta.unique()))
+        ax.set_facecolor(UNMEASURED_COLOUR)  # failed or unmeasured regions never look like good ones
+        _grid_ticks(ax, betas, etas, beta_bounds, eta_bounds)
     axes[0][0].set_ylabel("η (weight lr)")
     markers = [
         Line2D([], [], marker="*", ms=12, color="white", markeredgecolor="k", linestyle="none", label="optimum"),
         Line2D([], [], marker="x", color="red", linestyle="none", label="diverged / no learning (any seed)"),
     ]
+    if unmeasured:
+        markers.append(Rectangle((0, 0), 1, 1, facecolor=UNMEASURED_COLOUR, label="not measured"))
+    if patches:
+        markers.append(Rectangle((0, 0), 1, 1, fill=False, edgecolor="k", linewidth=1.5,
+                                 label="measured patch (grid.targets: patch)"))
+    if extensions:
+        markers.append(Line2D([], [], marker="D", ms=7, color="none", markeredgecolor="magenta", linestyle="none",
+                              label="extension (grid.extend)"))
     if probability is not None:
         markers.append(Line2D([], [], marker="o", ms=10, color="none", markeredgecolor="0.4", linestyle="none",
                               label="P(optimum), seed bootstrap (ring size)"))
     if edges is not None:
         markers += [Line2D([], [], marker=m, ms=8, color=EDGE_COLOUR, markeredgecolor="k", linestyle="none", label=t)
-                    for m, t in (("^", "largest stable η"), (">", "largest stable β (hollow: the grid's edge)"))]
-    fig.legend(handles=markers, loc="outside lower center", ncols=len(markers), fontsize=8, frameon=False)
+                    for m, t in (("^", "largest stable η"), (">", "largest stable β (hollow: the largest measured)"))]
+    fig.legend(handles=markers, loc="outside lower center", ncols=min(len(markers), len(sizes)), fontsize=8,
+               frameon=False)
     mappable = ScalarMappable(norm=norm, cmap="viridis")
     fig.colorbar(mappable, ax=axes[0].tolist(), label="log10 min train loss (seed mean)")
     fig.suptitle(_family_title(family, axis))
     return fig
 
 
-EDGE_COLOUR = "orange"
+def _bounds(values: np.ndarray) -> np.ndarray:
+    """The edges of the squares centred, in log space, on ascending grid values: midway between
+    neighbours, and as far beyond the ends as the nearest neighbour's midpoint (a decade wide for one value)."""
+    logs = np.log10(values)
+    mids = (logs[1:] + logs[:-1]) / 2
+    first = 2 * logs[0] - mids[0] if len(mids) else logs[0] - 0.5
+    last = 2 * logs[-1] - mids[-1] if len(mids) else logs[-1] + 0.5
+    return 10 ** np.concatenate([[first], mids, [last]])
 
 
-def _draw_probability(ax, points: list[dict]) -> None:
+def _draw_probability(ax, points: pd.DataFrame) -> None:
     """Rings sized by each point's bootstrap probability of being the optimum, labelled above 15 %."""
-    shown = [p for p in points if p["probability"] >= SHOWN_PROBABILITY]
-    if not shown:
+    shown = points[points["probability"] >= SHOWN_PROBABILITY]
+    if shown.empty:
         return
-    ax.scatter([p["beta"] for p in shown], [p["eta"] for p in shown], s=[60 + 340 * p["probability"] for p in shown],
-               facecolors="none", edgecolors="white", linewidths=1.2, gid=PROBABILITY_GID, zorder=3)
-    for p in shown:
-        if p["probability"] >= LABELLED_PROBABILITY:
-            ax.annotate(f"{100 * p['probability']:.0f}%", (p["beta"], p["eta"]), xytext=(7, 6),
-                        textcoords="offset points", fontsize=7, color="white", zorder=4,
-                        path_effects=[patheffects.withStroke(linewidth=2, foreground="k")])
+    ax.scatter(shown["beta"].to_numpy(float), shown["eta"], s=60 + 340 * shown["probability"], facecolors="none",
+               edgecolors="white", linewidths=1.2, gid=PROBABILITY_GID, zorder=3)
+    for p in shown[shown["probability"] >= LABELLED_PROBABILITY].itertuples():
+        ax.annotate(f"{100 * p.probability:.0f}%", (p.beta, p.eta), xytext=(7, 6),
+                    textcoords="offset points", fontsize=7, color="white", zorder=4,
+                    path_effects=[patheffects.withStroke(linewidth=2, foreground="k")])
 
 
-def _draw_edges(ax, edges: list[dict], best) -> None:
+def _draw_edges(ax, edges: pd.DataFrame, best) -> None:
     """▲ at the largest stable η on the optimum's β, ▶ at the largest stable β on its η; hollow where
-    the edge is the grid's own (the real edge lies beyond it)."""
-    for edge in edges:
-        marks = [("^", edge["eta"], best.beta, edge["eta_at_grid_edge"])]
-        if edge["beta"] is not None:
-            marks.append((">", best.eta, edge["beta"], edge["beta_at_grid_edge"]))
-        for marker, eta, beta, at_grid_edge in marks:
+    the edge is the largest measured (the real edge lies beyond it)."""
+    for edge in edges.to_dict("records"):
+        marks = [("^", edge["eta"], best.beta, edge["eta_beyond_measured"])]
+        if best.beta is not None:
+            marks.append((">", best.eta, edge["beta"], edge["beta_beyond_measured"]))
+        for marker, eta, beta, beyond_measured in marks:
             ax.plot([beta], [eta], marker=marker, ms=8, linestyle="none", markeredgecolor="k", gid=EDGE_GID,
-                    color="none" if at_grid_edge else EDGE_COLOUR, zorder=4)
+                    color="none" if beyond_measured else EDGE_COLOUR, zorder=4)
 
 
-def _grid_ticks(ax, xs: np.ndarray, ys: np.ndarray) -> None:
-    """Ticks at the grid values, limits padded so edge markers show whole."""
-    for values, axis, limits in ((xs, ax.xaxis, ax.set_xlim), (ys, ax.yaxis, ax.set_ylim)):
+def _grid_ticks(ax, xs: np.ndarray, ys: np.ndarray, x_bounds: np.ndarray, y_bounds: np.ndarray) -> None:
+    """Ticks at the grid values, limits at the outer edges of the grid's squares."""
+    for values, bounds, axis, limits in ((xs, x_bounds, ax.xaxis, ax.set_xlim), (ys, y_bounds, ax.yaxis, ax.set_ylim)):
         axis.set_ticks(values, [f"{v:g}" for v in values])
         axis.set_minor_locator(NullLocator())
-        limits(values.min() / 1.25, values.max() * 1.25)
+        limits(bounds[0], bounds[-1])
     ax.tick_params(axis="x", labelrotation=45)
 
 
@@ -153,8 +192,8 @@ def transfer_figure(family: pd.DataFrame, axis: Axis) -> Figure:
         for ax, rate, fixed, value in panels[: 1 + uses_beta]:
             on_line = surface["valid"] & (True if value is None else np.isclose(surface[fixed], value))
             line = surface[on_line].sort_values(rate)
-            ax.errorbar(line[rate], line["loss_mean"], yerr=line["loss_std"], color=colour, marker="o", ms=3,
-                        capsize=2, label=f"{axis} {size}")
+            ax.errorbar(line[rate].to_numpy(float), line["loss_mean"], yerr=line["loss_std"], color=colour,
+                        marker="o", ms=3, capsize=2, label=f"{axis} {size}")
             ax.plot([getattr(best, rate)], [best.loss], marker="*", ms=14, color=colour, markeredgecolor="k",
                     gid=OPTIMUM_GID, linestyle="none")
     axes[0][0].set(xscale="log", yscale="log", xlabel="η (weight lr)", ylabel="min train loss (seed mean)",
@@ -191,7 +230,7 @@ def accuracy_figure(family: pd.DataFrame, curves: pd.DataFrame, axis: Axis) -> F
             continue
         by_step = mine.groupby("step")["test_acc"].agg(["mean", "std"]).fillna({"std": 0.0})
         ax.plot(by_step.index, by_step["mean"], color=colour, marker="o", ms=3, gid=f"{axis}={size}",
-                label=f"{axis} {size} (η {best.eta:g}, β {best.beta:g})")
+                label=f"{axis} {size} (η {best.eta:g}" + (f", β {best.beta:g})" if best.beta is not None else ")"))
         ax.fill_between(by_step.index, by_step["mean"] - by_step["std"], by_step["mean"] + by_step["std"],
                         color=colour, alpha=0.2)
         drawn += 1
@@ -215,17 +254,20 @@ def figure_stem(family: dict, axis: Axis) -> str:
             f"_{'N' if axis == 'depth' else 'H'}{family[fixed]}{steps}_by_{axis}")
 
 
-def figures(records: pd.DataFrame, *, axis: Axis = "depth", curves: pd.DataFrame | None = None) -> dict[str, Figure]:
-    """Every figure `mupc-sweep plot` draws for `records`, keyed by file stem (after the sweep's
-    name when `records` hold several sweeps, so that none hides another's): per
-    family along `axis`, the contours (`contours_<stem>`, PC only), loss against the rates
-    (`transfer_<stem>`) and, where `curves` hold evaluations, test accuracy (`accuracy_<stem>`)."""
+def figures(
+    records: pd.DataFrame, *, axis: Axis | None = None, curves: pd.DataFrame | None = None
+) -> dict[str, Figure]:
+    """Every figure `mupc-sweep plot` draws for `records`, keyed by file stem: per family along
+    `axis` (by default `analysis.varied_axis`), the contours (`contours_<sweep>_<stem>`, PC only),
+    loss against the rates (`transfer_<sweep>_<stem>`) and, where `curves` hold evaluations, test
+    accuracy (`accuracy_<sweep>_<stem>`); <stem> is `figure_stem`, and <sweep>_ is left out when
+    `records` have no sweep column."""
+    axis = varied_axis(records) if axis is None else axis
     check_axis(axis)
     surf = surfaces(records)
-    several = "sweep" in surf and surf["sweep"].nunique() > 1  # then the stems start with the sweep's name
     out: dict[str, Figure] = {}
     for key, family in families(surf, axis):
-        stem = (f"{key['sweep']}_" if several else "") + figure_stem(key, axis)
+        stem = (f"{key['sweep']}_" if "sweep" in key else "") + figure_stem(key, axis)
         if key["algorithm"] == "pc":
             out[f"contours_{stem}"] = contour_figure(
                 family, axis, probability=optimum_probabilities(family_records(records, key), family, axis),

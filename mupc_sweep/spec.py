@@ -96,7 +96,7 @@ class SweepSpec:
         return list(itertools.product(self.seeds, self.etas, betas))
 
     def to_raw(self) -> dict:
-        """The spec in its YAML form, every network field a list; `parse_spec` reads it back."""
+        """The spec in its YAML form, every network field a list; `load_spec` reads it back."""
         return dict(
             name=self.name, dataset=self.dataset, network=self.network,
             training={**self.training, "seeds": self.seeds},
@@ -147,7 +147,7 @@ def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
     if isinstance(spec, SweepSpec):
         return spec
     if isinstance(spec, dict):
-        return parse_spec(spec)
+        return _from_mapping(spec)
     if not isinstance(spec, (str, Path)):
         raise SpecError(f"spec: must be a path to a YAML file, a mapping or a SweepSpec; got {type(spec).__name__}.")
     path = Path(spec)
@@ -165,10 +165,10 @@ def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
         raise SpecError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         raise SpecError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
-    return parse_spec(raw, default_name=path.stem)
+    return _from_mapping(raw, default_name=path.stem)
 
 
-def parse_spec(raw: Any, *, default_name: str = "sweep") -> SweepSpec:
+def _from_mapping(raw: Any, *, default_name: str = "sweep") -> SweepSpec:
     """Validate a spec given as a mapping (e.g. parsed YAML); SpecError naming the field."""
     try:
         return _parse(raw, default_name)

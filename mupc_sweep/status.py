@@ -109,8 +109,8 @@ def _cell_text(row) -> str:
         if pd.isna(row.best_loss):
             return f"{role}no valid point (every grid point had a seed diverge or stop)"
         beta = "" if row.best_beta is None or pd.isna(row.best_beta) else f" β={row.best_beta:g}"
-        return (f"{role}best η={row.best_eta:g}{beta} min loss {row.best_loss:.4g} ({row.grid_points_ok}/"
-                f"{row.grid_points} grid points ok)")
+        return (f"{role}best η={row.best_eta:g}{beta} min loss {row.best_loss:.4g} ({int(row.grid_points_ok)}/"
+                f"{int(row.grid_points)} grid points ok)")
     if row.waits:
         notes = ["waiting for its source"]
     else:

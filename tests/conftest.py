@@ -198,3 +198,10 @@ def learnable_mnist(seed: int, n_train: int, n_test: int) -> dict[str, bytes]:
         images[n][np.arange(len(y)), 2 * y + 4, :] = 255
     return {FILES["x_train"]: idx_bytes(images["train"]), FILES["y_train"]: idx_bytes(labels["train"]),
             FILES["x_test"]: idx_bytes(images["test"]), FILES["y_test"]: idx_bytes(labels["test"])}
+
+
+def patch(records, size, etas, betas, axis="depth"):
+    """`records` with the points of `size` along `axis` cut to the (η, β) rectangle `etas` × `betas`,
+    as a `grid.targets: patch` sweep trains them."""
+    outside = (records[axis] == size) & ~(records.eta.isin(etas) & records.beta.isin(betas))
+    return records[~outside].reset_index(drop=True)

@@ -5,13 +5,14 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BETAS, ETAS, classification_data, synthetic, write_sweep
+from conftest import BETAS, ETAS, classification_data, patch, synthetic, write_sweep
 from typer.testing import CliRunner
 
 from mupc_sweep import analysis, plots
 from mupc_sweep.cli import app
 from mupc_sweep.records import cell_curves, cell_records
-from mupc_sweep.store import write_cell, write_curves
+from mupc_sweep.errors import ResultsError
+from mupc_sweep.store import load_curves, write_cell, write_curves
 from mupc_sweep.cell import CellConfig
 from mupc_sweep.train import CellResult, train_cell
 
@@ -87,7 +88,7 @@ def test_partial_sweeps_are_reported_not_fatal():
     assert any("depth 32: no valid point" in item for item in report.incomplete)
     assert report.target_swept and report.regret is None and report.transfer_holds is False  # swept, all failed
     assert any("every point diverged or stopped there" in w for w in report.warnings)
-    assert [o["size"] for o in report.optima] == [8, 16]
+    assert report.optima["size"].tolist() == [8, 16]
 
 
 def test_bad_inputs_are_value_errors():
@@ -135,8 +136,11 @@ def test_contour_figure_panels_shared_scale_and_markers():
     failed = [c for c in panels[1].collections if c.get_gid() == plots.FAILED_GID]
     assert len(failed) == 1 and failed[0].get_offsets().tolist() == [[10.0, 0.5]]
     assert not [c for c in panels[0].collections if c.get_gid() == plots.FAILED_GID]
-    norms = {(c.norm.vmin, c.norm.vmax) for ax in panels for c in ax.collections if c.get_gid() is None}
-    assert len(norms) == 1  # one colour scale for every panel
+    meshes = [c for ax in panels for c in ax.collections if c.get_gid() == plots.SURFACE_GID]
+    assert len(meshes) == 3 and len({(m.norm.vmin, m.norm.vmax) for m in meshes}) == 1  # one colour scale
+    # every grid point is measured: colour everywhere but at the failed point, (η 0.5, β 10) at H = 16
+    assert [int(m.get_array().mask.sum()) for m in meshes] == [0, 1, 0]
+    assert meshes[1].get_array().mask[ETAS[::-1].index(0.5), BETAS[::-1].index(10.0)]
 
 
 def test_transfer_figure_marks_each_sizes_optimum():
@@ -182,7 +186,7 @@ def test_cli_transfer_shows_the_source_surface_and_strict_json_when_the_recommen
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--from", "32", "--to", "8"], "--from (32) must be smaller than --to (8)"),
+    (["--from", "32", "--to", "8"], "must be smaller than"),
     (["--from", "12", "--to", "32"], "no sweep holds depth 12"),
     (["--from", "8", "--to", "32", "--sweep", "nope"], "no sweep 'nope'"),
     (["--from", "8", "--to", "32", "--axis", "height"], "axis: must be one of depth, width"),
@@ -203,7 +207,8 @@ def test_cli_plot_writes_pngs_and_bad_input_writes_nothing(tmp_path):
     result = CliRunner().invoke(app, ["plot", "--results", str(tmp_path)])
     assert result.exit_code == 0, result.output
     pngs = sorted(p.name for p in (tmp_path / "toy" / "plots").iterdir())
-    assert pngs == ["contours_mnist_tanh_mupc_pc_N512_by_depth.png", "transfer_mnist_tanh_mupc_pc_N512_by_depth.png"]
+    assert pngs == ["contours_toy_mnist_tanh_mupc_pc_N512_by_depth.png",
+                    "transfer_toy_mnist_tanh_mupc_pc_N512_by_depth.png"]
     assert all((tmp_path / "toy" / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
@@ -225,7 +230,7 @@ def test_real_tiny_sweep_to_a_transfer_recommendation(tmp_path):
     assert family["target_swept"] and family["regret"] >= 1.0
     plotted = CliRunner().invoke(app, ["plot", "--results", str(tmp_path)])
     assert plotted.exit_code == 0, plotted.output
-    assert (tmp_path / "tiny" / "plots" / "accuracy_synthetic_tanh_mupc_pc_N16_by_depth.png").is_file()
+    assert (tmp_path / "tiny" / "plots" / "accuracy_tiny_synthetic_tanh_mupc_pc_N16_by_depth.png").is_file()
 
 
 def test_cell_curves_by_hand():
@@ -272,3 +277,73 @@ def test_cli_transfer_on_a_table_missing_columns_exits_2(tmp_path):
 
 def test_signed_slopes_never_read_minus_zero():
     assert [analysis.signed(x) for x in (-1e-9, 0.0, -0.004, -0.014, 0.126)] == ["+0.00", "+0.00", "+0.00", "-0.01", "+0.13"]
+
+
+def test_a_patch_is_drawn_on_the_full_grid_with_colour_only_where_measured():
+    patch_etas, patch_betas = [0.5, 0.1, 0.05], [5.0, 1.0, 0.5]
+    records = patch(synthetic([8, 32], lambda s: 0.1, lambda s: 1.0), 32, patch_etas, patch_betas)
+    surf = analysis.surfaces(records)
+    fig = plots.contour_figure(surf, "depth", edges=analysis.stability_edges(surf, "depth"))
+    source, target = [ax for ax in fig.axes if ax.get_title()]
+    assert (source.get_xlim(), source.get_ylim()) == (target.get_xlim(), target.get_ylim())
+    assert [t.get_text() for t in target.get_xticklabels()] == ["0.05", "0.1", "0.5", "1", "5", "10"]
+    # the only colour-mapped artist is one square per grid point (ascending η rows, β columns), masked where
+    # not measured: at 32 exactly the patch, rows 1–3 (η 0.05, 0.1, 0.5) and columns 2–4 (β 0.5, 1, 5)
+    (mesh,) = [c for c in target.collections if c.get_array() is not None]
+    assert mesh.get_gid() == plots.SURFACE_GID
+    coloured = np.zeros((4, 6), bool)
+    coloured[1:4, 2:5] = True
+    np.testing.assert_array_equal(~np.ma.getmaskarray(mesh.get_array()), coloured)
+    (full,) = [c for c in source.collections if c.get_array() is not None]
+    assert not np.ma.getmaskarray(full.get_array()).any()
+    # the patch is outlined: the outline holds its 9 grid points and no other
+    assert not [p for p in source.patches if p.get_gid() == plots.PATCH_GID]
+    (outline,) = [p for p in target.patches if p.get_gid() == plots.PATCH_GID]
+    box = outline.get_bbox()
+    inside = {(eta, beta) for eta in ETAS for beta in BETAS if box.x0 < beta < box.x1 and box.y0 < eta < box.y1}
+    assert inside == {(eta, beta) for eta in patch_etas for beta in patch_betas}
+    # the β edge at 32 is the patch's largest β, 5: hollow (a lower bound), not an unstable region beyond
+    markers = {(line.get_marker(), line.get_xdata()[0], line.get_ydata()[0]): line.get_color()
+               for line in target.lines if line.get_gid() == plots.EDGE_GID}
+    assert markers == {("^", 1.0, 0.5): "none", (">", 5.0, 0.1): "none"}
+
+
+def test_extension_points_have_a_marker_and_a_legend_entry():
+    records = synthetic([8, 16], lambda s: 1.0, lambda s: 1.0).assign(extension=False)
+    extra = synthetic([8], lambda s: 1.0, lambda s: 1.0, etas=[2.5], betas=[1.0, 0.5]).assign(extension=True)
+    fig = plots.contour_figure(analysis.surfaces(pd.concat([records, extra])), "depth")
+    source, target = [ax for ax in fig.axes if ax.get_title()]
+    (diamonds,) = [c for c in source.collections if c.get_gid() == plots.EXTENSION_GID]
+    assert sorted(map(tuple, diamonds.get_offsets().tolist())) == [(0.5, 2.5), (1.0, 2.5)]
+    assert not [c for c in target.collections if c.get_gid() == plots.EXTENSION_GID]
+    assert "extension (grid.extend)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert target.get_ylim() == source.get_ylim() and source.get_ylim()[1] > 2.5  # both panels reach η 2.5
+
+
+def test_figure_keys_name_the_sweep_however_many_sweeps_there_are():
+    depth = synthetic([8, 16], lambda s: 0.1, lambda s: 1.0)
+    assert sorted(plots.figures(depth)) == ["contours_mnist_tanh_mupc_pc_N512_by_depth",
+                                            "transfer_mnist_tanh_mupc_pc_N512_by_depth"]
+    assert sorted(plots.figures(depth.assign(sweep="a"))) == ["contours_a_mnist_tanh_mupc_pc_N512_by_depth",
+                                                             "transfer_a_mnist_tanh_mupc_pc_N512_by_depth"]
+    both = pd.concat([depth.assign(sweep="a"), depth.assign(sweep="b")])
+    assert sorted(plots.figures(both)) == [f"{kind}_{sweep}_mnist_tanh_mupc_pc_N512_by_depth"
+                                           for kind in ("contours", "transfer") for sweep in ("a", "b")]
+    width = synthetic([64, 128, 256], lambda s: 0.1, lambda s: 1.0, axis="width")
+    assert sorted(plots.figures(width)) == ["contours_mnist_tanh_mupc_pc_H8_by_width",
+                                            "transfer_mnist_tanh_mupc_pc_H8_by_width"]
+
+
+def test_varied_axis_is_the_one_with_more_sizes_and_depth_on_a_tie():
+    assert analysis.varied_axis(synthetic([8, 16], lambda s: 0.1, lambda s: 1.0)) == "depth"
+    assert analysis.varied_axis(synthetic([64, 128], lambda s: 0.1, lambda s: 1.0, axis="width")) == "width"
+    tie = pd.concat([synthetic([16], lambda s: 0.1, lambda s: 1.0), synthetic([64], lambda s: 0.1, lambda s: 1.0,
+                                                                                axis="width")])
+    assert tie.depth.nunique() == tie.width.nunique() == 2 and analysis.varied_axis(tie) == "depth"
+
+
+def test_load_curves_names_a_missing_sweep_and_is_none_for_a_sweep_without_curves(tmp_path):
+    write_sweep(tmp_path, synthetic([8], lambda s: 0.1, lambda s: 1.0))
+    assert load_curves(tmp_path, "toy") is None
+    with pytest.raises(ResultsError, match="no sweep 'nope' with records under .*; found: toy"):
+        load_curves(tmp_path, "nope")

@@ -1,5 +1,5 @@
-"""The public Python API: what `import mupc_sweep` offers, without JAX or Ray for analysis, and the
-README's "From Python" example, run as written."""
+"""The public Python API: what `import mupc_sweep` offers, without JAX or Ray for reading and
+planning, and the README's "From Python" example, run as written."""
 
 import os
 import re
@@ -7,11 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-from conftest import synthetic, write_sweep
+from conftest import fake_mnist, md5s, synthetic, write, write_sweep
 
 import mupc_sweep
+from mupc_sweep import data
+from mupc_sweep.regions import grid_region, region_points
+from mupc_sweep.store import RECORD_COLUMNS, prepare, write_cell
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -34,6 +38,9 @@ records = mupc_sweep.load_records(sys.argv[1])
 figures = mupc_sweep.figures(records, curves=mupc_sweep.load_curves(sys.argv[1], "toy"))
 assert matplotlib.get_backend() == backend, "the backend was switched"
 print(report.transfer_holds, sorted(figures), len(mupc_sweep.surfaces(records)))
+status = mupc_sweep.sweep_status(sys.argv[2])
+plan = mupc_sweep.plan_sweep(mupc_sweep.load_spec(sys.argv[3]), results=sys.argv[2])
+print(list(status.complete), list(plan.points))
 try:
     mupc_sweep.train_cell
 except ImportError as error:
@@ -41,16 +48,41 @@ except ImportError as error:
 """
 
 
-def test_analysis_needs_neither_jax_nor_ray_and_leaves_the_backend_alone(tmp_path):
+QUICK = Path(__file__).resolve().parents[1] / "sweeps" / "quick.yaml"
+
+
+def write_complete_sweep(results: Path, spec) -> pd.DataFrame:
+    """Every point of every cell of `spec` as a run would record it, with a synthetic loss whose
+    optimum is η = 0.1, β = 10 at every depth, and the kept spec."""
+    prepare(spec, results, restart=False)
+    tables = []
+    for cell in spec.cells():
+        points = pd.DataFrame(region_points(spec, cell, grid_region(spec, cell)), columns=["seed", "eta", "beta"])
+        loss = 10 ** ((np.log10(points.eta / 0.1)) ** 2 + (np.log10(points.beta.astype(float) / 10)) ** 2 - 2)
+        table = points.assign(
+            dataset=spec.dataset, activation=cell.activation, param=cell.param, algorithm=cell.algorithm,
+            width=cell.width, depth=cell.depth, inference_steps=cell.inference_steps, batch_size=cell.batch_size,
+            epochs=cell.epochs, min_train_loss=loss * (1 + 0.01 * points.seed), final_train_loss=loss, step_of_min=1,
+            steps_run=2, status="ok", test_acc_final=90.0, test_acc_max=90.0, wall_s=1.0, device="cpu",
+            code_version="test", jax_version="test", created_at=pd.Timestamp("2026-01-01", tz="UTC"))
+        write_cell(results, spec.name, cell.cell_id, table, stem=f"{cell.cell_id}.whole")
+        tables.append(table)
+    assert set(RECORD_COLUMNS) <= set(tables[0].columns) | {"sweep", "cell_id"}
+    return pd.concat(tables)
+
+
+def test_reading_and_planning_need_neither_jax_nor_ray_and_leave_the_backend_alone(tmp_path):
     write_sweep(tmp_path, synthetic([8, 16, 32], lambda s: 0.1, lambda s: 1.0))
+    write_complete_sweep(tmp_path / "quick", mupc_sweep.load_spec(QUICK))
     env = {**os.environ, "MPLBACKEND": "svg"}
-    done = subprocess.run([sys.executable, "-c", WITHOUT_JAX_OR_RAY, str(tmp_path)], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done = subprocess.run([sys.executable, "-c", WITHOUT_JAX_OR_RAY, str(tmp_path), str(tmp_path / "quick"),
+                           str(QUICK)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == ("True ['contours_mnist_tanh_mupc_pc_N512_by_depth', 'transfer_mnist_tanh_mupc_pc_N512_by_depth'] "
-                        f"{3 * 4 * 6}")
-    assert lines[1].startswith("train_cell: ") and "jax" in lines[1]  # loaded on first use, and only then
+    assert lines[0] == ("True ['contours_toy_mnist_tanh_mupc_pc_N512_by_depth', "
+                        f"'transfer_toy_mnist_tanh_mupc_pc_N512_by_depth'] {3 * 4 * 6}")
+    assert lines[1] == "[True, True, True] [0, 0, 0]"  # quick's three cells done: nothing to plan
+    assert lines[2].startswith("train_cell: ") and "jax" in lines[2]  # loaded on first use, and only then
 
 
 def test_every_public_name_resolves():
@@ -77,12 +109,23 @@ def test_api_transfer_is_what_transfer_json_prints(tmp_path):
 
 
 def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
-    """The README's "From Python" block, run in a folder holding a small depth sweep under results/."""
+    """The README's "From Python" block, run in a folder whose results/ holds the quick sweep done
+    (so `run_sweep` has nothing to train and starts nothing) and whose MNIST is 300 random images."""
     block = re.search(r"## From Python\n.*?```python\n(.*?)```", README.read_text(), re.S)
     assert block, "README has no From Python example"
-    records = synthetic([8, 16, 32, 64, 128], lambda s: 0.1, lambda s: 1.0)
-    write_sweep(tmp_path / "results", records.assign(sweep="paper-depth"), name="paper-depth")
+    spec = mupc_sweep.load_spec(QUICK)
+    records = write_complete_sweep(tmp_path / "results", spec)
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "quick.yaml").write_text(QUICK.read_text())
+    raw = fake_mnist(0, n_train=300, n_test=20)
+    monkeypatch.setitem(data.MD5, "mnist", md5s(raw))
+    monkeypatch.setenv("MUPC_SWEEP_DATA", str(write(tmp_path / "idx", raw)))
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(block.group(1), "README.md", "exec"), namespace)  # noqa: S102
-    assert isinstance(namespace.get("records"), pd.DataFrame) and len(namespace["records"]) == len(records)
+    assert len(namespace["records"]) == len(records) == 144 and namespace["outcome"].complete
+    assert namespace["outcome"].trained == 0 and list(namespace["plan"].points) == [0, 0, 0]
+    assert list(namespace["status"].complete) == [True, True, True]
+    report = namespace["report"]
+    assert (report.recommended_eta, report.recommended_beta, report.regret) == (0.1, 10.0, 1.0)
+    assert (tmp_path / "contours.png").stat().st_size > 0 and len(namespace["mnist"].x_train) == 300

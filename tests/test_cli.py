@@ -50,14 +50,14 @@ def test_train_bp_has_no_beta(small_mnist, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--activation", "sigmoid"], "activation: must be one of linear, tanh, relu; got 'sigmoid'"),
-    (["--eta", "-0.1"], "etas[0]: must be a positive learning rate; got -0.1"),
-    (["--batch-size", "0"], "batch_size: must be an integer of at least 1"),
-    (["--dataset", "cifar10"], "dataset: must be one of mnist, fashion_mnist"),
+    (["--activation", "sigmoid"], "--activation: must be one of linear, tanh, relu; got 'sigmoid'"),
+    (["--eta", "-0.1"], "--eta: must be a positive learning rate; got -0.1"),
+    (["--batch-size", "0"], "--batch-size: must be an integer of at least 1"),
+    (["--dataset", "cifar10"], "--dataset: must be one of mnist, fashion_mnist"),
     (["--seed", "0", "--seed", "0"], "--seed: must not repeat values; got [0, 0]"),
     (["--eta", "0.1", "--eta", "0.1"], "--eta: must not repeat values"),
-    (["--seed", "-1"], "seeds[0]: must be an integer from 0 to 2**32 - 1; got -1"),
-    (["--chunk", "-2"], "chunk: must be an integer of at least 1; got -2"),
+    (["--seed", "-1"], "--seed: must be an integer from 0 to 2**32 - 1; got -1"),
+    (["--chunk", "-2"], "--chunk: must be an integer of at least 1; got -2"),
 ])
 def test_train_bad_input_exits_2_with_one_message(small_mnist, tmp_path, args, message):
     directory = write(tmp_path / "idx", small_mnist)
@@ -93,13 +93,37 @@ def test_version_and_a_directory_given_as_spec(tmp_path):
 
 def test_one_bad_value_gets_one_message_from_a_spec_the_command_line_and_python(small_mnist, tmp_path):
     from mupc_sweep import CellConfig, InputError
-    from mupc_sweep.spec import SpecError, parse_spec
+    from mupc_sweep.spec import SpecError, load_spec
 
     body = "must be one of linear, tanh, relu; got 'gelu'."
     with pytest.raises(InputError) as python:
         CellConfig(width=8, depth=2, activation="gelu")
     with pytest.raises(SpecError) as spec:
-        parse_spec({"network": {"width": 8, "depth": 2, "activation": "gelu"}, "grid": {"eta": [0.1], "beta": [1]}})
+        load_spec({"network": {"width": 8, "depth": 2, "activation": "gelu"}, "grid": {"eta": [0.1], "beta": [1]}})
     cli = runner.invoke(app, ["train", "--data-dir", str(write(tmp_path / "idx", small_mnist)), "--activation", "gelu"])
     assert str(python.value) == f"activation: {body}" and str(spec.value) == f"network.activation: {body}"
-    assert cli.exit_code == 2 and cli.stderr.strip() == f"Error: activation: {body}"
+    assert cli.exit_code == 2 and cli.stderr.strip() == f"Error: --activation: {body}"  # named as the option
+
+
+def test_old_spellings_still_work_hidden(tmp_path, small_mnist):
+    """Names users may have in scripts: `run --out`, `--cpus-per-cell`, `--gpus-per-cell` and
+    `diagnose --examples` do what the new names do, and no help lists them."""
+    import yaml
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "s", "network": {"width": 8, "depth": [2, 3]},
+                                    "grid": {"eta": [0.1], "beta": [1.0]}}))
+    old = runner.invoke(app, ["run", str(spec), "--out", str(tmp_path / "r"), "--cpus-per-cell", "2", "--dry-run",
+                              "--slots", "1"])
+    new = runner.invoke(app, ["run", str(spec), "--results", str(tmp_path / "r"), "--cpus-per-trial", "2",
+                              "--dry-run", "--slots", "1"])
+    assert old.exit_code == new.exit_code == 0 and old.stdout == new.stdout
+    refused = runner.invoke(app, ["run", str(spec), "--gpus-per-cell", "2", "--dry-run"])
+    assert refused.exit_code == 2 and "--gpus-per-trial: a trial trains on one device" in refused.stderr
+    directory = write(tmp_path / "idx", small_mnist)
+    examples = runner.invoke(app, ["diagnose", "--data-dir", str(directory), "--results", str(tmp_path / "d"),
+                                   "--width", "2", "--depth", "1", "--examples", "4"])
+    assert examples.exit_code == 2 and "--batch-size: must be at most 3" in examples.stderr
+    for command in (["run"], ["diagnose"]):
+        shown = runner.invoke(app, [*command, "--help"]).output
+        assert "--out " not in shown and "-per-cell" not in shown and "--examples" not in shown

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from mupc_sweep.cell import CellConfig
 from mupc_sweep.cli import app
 from mupc_sweep.cost import RATES, eval_flops, point_flops, point_seconds, rate, step_flops
-from mupc_sweep.runner import trials_for
+from mupc_sweep.driver import plan
+from mupc_sweep.regions import region_points, grid_region
 from mupc_sweep.shards import MIN_GPU_POINTS, plan_trials, shard_count, split, wall_time
 from mupc_sweep.spec import load_spec
 
@@ -44,46 +45,52 @@ def cells(*depths, width=64):
     return [CellConfig(width=width, depth=h, epochs=0.25) for h in depths]
 
 
+def points(n, seed=0):
+    """n (seed, η, β) points."""
+    return [(seed, 10.0 ** -i, 1.0) for i in range(n)]
+
+
 def test_explicit_points_per_trial_and_one_larger_than_a_cell():
     a, b = cells(4, 8)
-    todo = {a: list(range(12)), b: [3, 4, 5]}
-    trials = plan_trials(todo, {a: 12, b: 12}, {a: 1.0, b: 2.0}, slots=2, points_per_trial=5, gpu=False)
-    assert sorted((t.cell.depth, t.points) for t in trials) == [
-        (4, (0, 1, 2, 3)), (4, (4, 5, 6, 7)), (4, (8, 9, 10, 11)), (8, (3, 4, 5))]
+    todo = {a: points(12), b: points(3, seed=1)}
+    trials = plan_trials(todo, {a: 1.0, b: 2.0}, slots=2, points_per_trial=5, gpu=False)
+    assert sorted((t.cell.depth, len(t.points)) for t in trials) == [(4, 4), (4, 4), (4, 4), (8, 3)]
+    assert sum((list(t.points) for t in trials if t.cell == a), []) == todo[a]  # runs of consecutive points
     assert [t.seconds for t in trials] == sorted((t.seconds for t in trials), reverse=True)  # longest first
-    assert {t.stem for t in trials} == {f"{a.cell_id}.p0", f"{a.cell_id}.p4", f"{a.cell_id}.p8", f"{b.cell_id}.p3"}
-    (whole,) = plan_trials({a: list(range(12))}, {a: 12}, {a: 1.0}, slots=2, points_per_trial=50, gpu=False)
-    assert whole.whole and whole.stem == a.cell_id and whole.points == tuple(range(12))
+    assert {t.stem for t in trials} == {f"{a.cell_id}.s0-e1.0-b1.0", f"{a.cell_id}.s0-e0.0001-b1.0",
+                                        f"{a.cell_id}.s0-e1e-08-b1.0", f"{b.cell_id}.s1-e1.0-b1.0"}
+    (whole,) = plan_trials({a: points(12)}, {a: 1.0}, slots=2, points_per_trial=50, gpu=False)
+    assert whole.points == tuple(points(12))
 
 
 def test_automatic_shards_split_the_dominant_cell_on_two_slots():
     big, small = cells(32, 4)
-    todo = {big: list(range(24)), small: list(range(24))}
+    todo = {big: points(24), small: points(24)}
     seconds = {big: 100.0, small: 5.0}  # the big cell is 2400 s of the 2520 s total
-    trials = plan_trials(todo, {big: 24, small: 24}, seconds, slots=2, points_per_trial=None, gpu=False)
+    trials = plan_trials(todo, seconds, slots=2, points_per_trial=None, gpu=False)
     assert len([t for t in trials if t.cell == big]) > 1 and len([t for t in trials if t.cell == small]) == 1
-    unsharded = plan_trials(todo, {big: 24, small: 24}, seconds, slots=2, points_per_trial=10**9, gpu=False)
+    unsharded = plan_trials(todo, seconds, slots=2, points_per_trial=10**9, gpu=False)
     assert wall_time([t.seconds for t in unsharded], 2) == 2400
     assert wall_time([t.seconds for t in trials], 2) <= 1.2 * 2520 / 2
     # one slot: nothing to gain from shards
-    assert len(plan_trials(todo, {big: 24, small: 24}, seconds, slots=1, points_per_trial=None, gpu=False)) == 2
+    assert len(plan_trials(todo, seconds, slots=1, points_per_trial=None, gpu=False)) == 2
 
 
 def test_gpu_shards_keep_a_minimum_of_points_and_one_size_per_cell():
     (cell,) = cells(128, width=512)
-    trials = plan_trials({cell: list(range(132))}, {cell: 132}, {cell: 60.0}, slots=64, points_per_trial=None,
-                         gpu=True)
+    trials = plan_trials({cell: points(132)}, {cell: 60.0}, slots=64, points_per_trial=None, gpu=True)
     assert min(len(t.points) for t in trials) >= MIN_GPU_POINTS and len({t.size for t in trials}) == 1
 
 
 def test_the_papers_depth_sweep_on_eight_gpus_is_within_1_2_of_its_work_over_eight():
     """The schedule the driver runs for sweeps/depth.yaml, at the H100 rates of benchmarks/RESULTS.md."""
     spec = load_spec(SWEEPS / "depth.yaml")
-    todo = {c: list(range(len(spec.points(c.algorithm)))) for c in spec.cells()}
+    todo = {c: region_points(spec, c, grid_region(spec, c)) for c in spec.cells()}
+    assert all(len(p) == 132 for p in todo.values())
     total = sum(len(p) * point_seconds(c, "gpu") for c, p in todo.items())
-    eight = wall_time([t.seconds for t in trials_for(spec, todo, 8)], 8)
+    eight = wall_time([t.seconds for t in plan(spec, todo, 8)], 8)
     assert eight <= 1.2 * total / 8
-    whole = wall_time([t.seconds for t in trials_for(spec, todo, 8, sharded=False)], 8)
+    whole = wall_time([t.seconds for t in plan(spec, todo, 8, sharded=False)], 8)
     h128 = next(c for c in spec.cells() if c.depth == 128)
     assert whole == pytest.approx(132 * point_seconds(h128, "gpu"))  # without shards: the H = 128 cell
 
@@ -105,11 +112,11 @@ def test_dry_run_shows_trials_and_wall_time_for_a_number_of_slots(tmp_path):
                                     "grid": {"eta": [0.1, 0.01, 0.001], "beta": [10, 1, 0.1]}}))
     out = CliRunner().invoke(app, ["run", str(spec), "--results", str(tmp_path / "r"), "--dry-run", "--slots", "4"])
     assert out.exit_code == 0, out.output
-    assert "2 cells, 36 points to train in" in out.stdout and "on 4 slot(s) (--slots)" in out.stdout
+    assert "2 cells, 36 points to train now in" in out.stdout and "on 4 slot(s) (--slots)" in out.stdout
     assert "tanh-mupc-pc-N64-H32-T32" in out.stdout and not (tmp_path / "r").exists()
     fixed = CliRunner().invoke(app, ["run", str(spec), "--results", str(tmp_path / "r"), "--dry-run",
                                      "--points-per-trial", "6"])
     assert "in 6 trials" in fixed.stdout
     for bad in (["--points-per-trial", "0"], ["--slots", "0"]):
         refused = CliRunner().invoke(app, ["run", str(spec), "--dry-run", *bad])
-        assert refused.exit_code == 2 and "must be an integer of at least 1" in refused.stderr
+        assert refused.exit_code == 2 and f"{bad[0]}: must be an integer of at least 1" in refused.stderr

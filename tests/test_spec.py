@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mupc_sweep.spec import SpecError, load_spec, parse_spec, with_resources
+from mupc_sweep.spec import SpecError, load_spec, with_resources
 
 SWEEPS = Path(__file__).parent.parent / "sweeps"
 PAPER_ETAS = [0.5, 0.1, 0.05, 0.01]
@@ -51,19 +51,19 @@ def test_quick_spec_spans_three_depths():
 
 
 def test_list_fields_are_axes_and_defaults_fill_in():
-    spec = parse_spec(minimal(**{"network.activation": ["tanh", "relu"], "network.algorithm": ["pc", "bp"]}))
+    spec = load_spec(minimal(**{"network.activation": ["tanh", "relu"], "network.algorithm": ["pc", "bp"]}))
     assert len(spec.cells()) == 2 * 2 * 2
     assert spec.training == {"batch_size": 64, "epochs": 1.0, "eval_every": 300} and spec.seeds == [0]
     assert (spec.cpu, spec.gpu) == (1.0, 0.0)
 
 
 def test_round_trip_and_hash():
-    spec = parse_spec(minimal())
-    again = parse_spec(yaml.safe_load(yaml.safe_dump(spec.to_raw())))
+    spec = load_spec(minimal())
+    again = load_spec(yaml.safe_load(yaml.safe_dump(spec.to_raw())))
     assert again == spec and again.spec_hash() == spec.spec_hash()
-    assert parse_spec(minimal(resources={"cpu": 4, "gpu": 0.5})).spec_hash() == spec.spec_hash()
-    assert parse_spec(minimal(name="other")).spec_hash() == spec.spec_hash()
-    assert parse_spec(minimal(**{"grid.eta": [0.2]})).spec_hash() != spec.spec_hash()
+    assert load_spec(minimal(resources={"cpu": 4, "gpu": 0.5})).spec_hash() == spec.spec_hash()
+    assert load_spec(minimal(name="other")).spec_hash() == spec.spec_hash()
+    assert load_spec(minimal(**{"grid.eta": [0.2]})).spec_hash() != spec.spec_hash()
 
 
 @pytest.mark.parametrize("raw,message", [
@@ -86,15 +86,15 @@ def test_round_trip_and_hash():
     (minimal(resources={"cpu": 0, "gpu": 0}), r"^resources.cpu and resources.gpu: a trial needs some cpu or gpu"),
     ({"network": {"width": 8, "depth": 2}}, r"^grid: required section is missing"),
     ({"network": {"depth": 2}, "grid": {"eta": [0.1], "beta": [1]}}, r"^network\.width: required"),
-    ([1, 2], r"^a spec must be a mapping"),
+    ([1, 2], r"^spec: must be a path to a YAML file, a mapping or a SweepSpec; got list"),
 ])
 def test_bad_specs_name_the_field(raw, message):
     with pytest.raises(SpecError, match=message):
-        parse_spec(raw)
+        load_spec(raw)
 
 
 def test_bp_only_spec_needs_no_beta():
-    spec = parse_spec({"network": {"width": 8, "depth": 2, "algorithm": "bp"}, "grid": {"eta": [0.1, 0.01]}})
+    spec = load_spec({"network": {"width": 8, "depth": 2, "algorithm": "bp"}, "grid": {"eta": [0.1, 0.01]}})
     assert spec.betas == [] and len(spec.points("bp")) == 2
 
 
@@ -134,33 +134,74 @@ def test_merge_keys_load_and_unhashable_keys_are_spec_errors(tmp_path):
         load_spec(unhashable)
 
 
-def test_resource_overrides_are_named_as_the_options_that_set_them():
+def test_resource_overrides_are_named_as_the_arguments_that_set_them():
     spec = load_spec(SWEEPS / "quick.yaml")
-    with pytest.raises(SpecError, match=r"^--gpus-per-trial: a trial trains on one device, so at most 1"):
+    with pytest.raises(SpecError, match=r"^gpus_per_trial: a trial trains on one device, so at most 1"):
         with_resources(spec, gpu=2)
-    with pytest.raises(SpecError, match=r"^--cpus-per-trial: must be a non-negative number; got -1"):
+    with pytest.raises(SpecError, match=r"^cpus_per_trial: must be a non-negative number; got -1"):
         with_resources(spec, cpu=-1)
     assert (with_resources(spec, gpu=0.25).gpu, with_resources(spec, gpu=0.25).cpu) == (0.25, spec.cpu)
-    with pytest.raises(SpecError, match=r"^--cpus-per-trial and resources.gpu: a trial needs some cpu or gpu"):
+    with pytest.raises(SpecError, match=r"^cpus_per_trial and resources.gpu: a trial needs some cpu or gpu"):
         with_resources(spec, cpu=0)
     with pytest.raises(SpecError, match=r"^resources.gpu: a trial trains on one device"):
-        parse_spec({**spec.to_raw(), "resources": {"cpu": 1, "gpu": 2}})
+        load_spec({**spec.to_raw(), "resources": {"cpu": 1, "gpu": 2}})
 
 
 def test_points_per_trial_is_a_resource_outside_the_hash():
-    spec = parse_spec(minimal())
-    sharded = parse_spec(minimal(resources={"cpu": 1, "points_per_trial": 5}))
+    spec = load_spec(minimal())
+    sharded = load_spec(minimal(resources={"cpu": 1, "points_per_trial": 5}))
     assert sharded.points_per_trial == 5 and spec.points_per_trial is None
     assert sharded.spec_hash() == spec.spec_hash()
-    assert parse_spec(yaml.safe_load(yaml.safe_dump(sharded.to_raw()))) == sharded
+    assert load_spec(yaml.safe_load(yaml.safe_dump(sharded.to_raw()))) == sharded
     assert with_resources(spec, points_per_trial=3).points_per_trial == 3
     for bad in (0, -2, 1.5, "ten"):
         with pytest.raises(SpecError, match=r"^resources\.points_per_trial: must be an integer of at least 1"):
-            parse_spec(minimal(resources={"points_per_trial": bad}))
-        with pytest.raises(SpecError, match=r"^--points-per-trial: must be an integer of at least 1"):
+            load_spec(minimal(resources={"points_per_trial": bad}))
+        with pytest.raises(SpecError, match=r"^points_per_trial: must be an integer of at least 1"):
             with_resources(spec, points_per_trial=bad)
 
 
 def test_two_combinations_giving_one_cell_are_refused():
     with pytest.raises(SpecError, match=r"^network: two of its combinations give the same cell tanh-mupc-pc-N8-H3-T3"):
-        parse_spec(minimal(**{"network.depth": 3, "network.inference_steps": [None, 3]}))
+        load_spec(minimal(**{"network.depth": 3, "network.inference_steps": [None, 3]}))
+
+
+def test_a_spec_is_a_path_a_mapping_or_a_spec_and_nothing_else():
+    spec = load_spec(SWEEPS / "quick.yaml")
+    assert load_spec(spec) is spec and load_spec(spec.to_raw()) == spec and load_spec(str(SWEEPS / "quick.yaml")) == spec
+    with pytest.raises(SpecError, match=r"^spec: must be a path to a YAML file, a mapping or a SweepSpec; got int"):
+        load_spec(3)
+
+
+def test_transfer_sweep_fields_default_and_are_checked():
+    spec = load_spec(minimal())
+    assert (spec.targets, spec.patch, spec.extend) == ("full", 1, 0) and spec.size_axis == "depth"
+    patch = load_spec(minimal(grid={"eta": [0.1], "beta": [1.0], "targets": "patch", "patch": 2, "extend": 3}))
+    assert (patch.targets, patch.patch, patch.extend) == ("patch", 2, 3)
+    assert load_spec(yaml.safe_load(yaml.safe_dump(patch.to_raw()))) == patch
+
+
+@pytest.mark.parametrize("grid,network,message", [
+    ({"targets": "patch"}, {"depth": 4}, r"^grid\.targets: patch needs exactly one size axis with several values "
+                                         r"\(network\.width or network\.depth\) to find each family's smallest size; got none"),
+    ({"targets": "patch"}, {"width": [8, 16]}, r"^grid\.targets: patch needs exactly one size axis .*; got width and depth"),
+    ({"targets": "some"}, {}, r"^grid\.targets: must be one of full, patch; got 'some'"),
+    ({"targets": "patch", "patch": 0}, {}, r"^grid\.patch: must be an integer of at least 1; got 0"),
+    ({"extend": -1}, {}, r"^grid\.extend: must be an integer of at least 0; got -1"),
+    ({"extend": 1.5}, {}, r"^grid\.extend: must be an integer of at least 0; got 1\.5"),
+])
+def test_bad_transfer_sweep_fields_name_the_field(grid, network, message):
+    raw = minimal()
+    raw["grid"] = {**raw["grid"], **grid}
+    raw["network"] = {**raw["network"], **network}
+    with pytest.raises(SpecError, match=message):
+        load_spec(raw)
+
+
+def test_settings_are_what_changes_every_points_result():
+    spec = load_spec(minimal())
+    assert spec.settings() == {"dataset": "mnist", "training.batch_size": 64, "training.epochs": 1.0,
+                               "training.eval_every": 300, "curves_every": 10}
+    grown = load_spec(minimal(**{"grid.eta": [0.1, 0.5], "network.depth": [2, 3, 4], "training.seeds": [0, 1]}))
+    assert grown.settings() == spec.settings() and grown.spec_hash() != spec.spec_hash()
+    assert load_spec(minimal(**{"training.epochs": 2})).settings()["training.epochs"] == 2

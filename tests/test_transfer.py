@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ETAS as ETAS_SYNTHETIC
-from conftest import synthetic, write_sweep
+from conftest import patch, synthetic, write_sweep
 from typer.testing import CliRunner
 
 from mupc_sweep import analysis
@@ -81,7 +81,8 @@ def seed_table(losses: dict[tuple[float, float], list[float]], size: int = 8) ->
 def probabilities(records: pd.DataFrame, size: int = 8) -> dict[tuple[float, float], float]:
     surface = analysis.surfaces(records).sort_values(["eta", "beta"]).reset_index(drop=True)
     means = analysis.bootstrap_means(records, surface, size=size)
-    return {(p["eta"], p["beta"]): p["probability"] for p in analysis.optimum_probability(surface, means)}
+    table = analysis.optimum_probability(surface, means)
+    return {(p.eta, p.beta): p.probability for p in table.itertuples()}
 
 
 def test_bootstrap_splits_two_equal_optima_and_is_sure_of_a_clear_one():
@@ -146,15 +147,17 @@ def edge_records(eta_edge, beta_edge, sizes=(8, 16, 32)):
 def test_stability_edge_per_size_and_its_drift():
     stable = edge_records(lambda s: 0.5, lambda s: 10.0)
     (report,) = analysis.transfer(stable, source=8, target=32)
-    assert [(e["size"], e["eta"], e["beta"]) for e in report.stability_edge] == [
-        (8, 0.5, 10.0), (16, 0.5, 10.0), (32, 0.5, 10.0)]
-    assert not any(e["eta_at_grid_edge"] or e["beta_at_grid_edge"] for e in report.stability_edge)
+    edges = report.stability_edge
+    assert list(zip(edges["size"], edges["eta"], edges["beta"])) == [(8, 0.5, 10.0), (16, 0.5, 10.0), (32, 0.5, 10.0)]
+    assert not (edges["eta_beyond_measured"] | edges["beta_beyond_measured"]).any()
     assert report.stability_drift == {"eta_decades": 0.0, "beta_decades": 0.0, "drifts": False}
 
     shrinking = edge_records({8: 1.0, 16: 0.5, 32: 0.1}.get, {8: 100.0, 16: 10.0, 32: 10.0}.get)
     (report,) = analysis.transfer(shrinking, source=8, target=32)
-    assert [(e["eta"], e["beta"]) for e in report.stability_edge] == [(1.0, 100.0), (0.5, 10.0), (0.1, 10.0)]
-    assert report.stability_edge[0]["eta_at_grid_edge"] and report.stability_edge[0]["beta_at_grid_edge"]
+    edges = report.stability_edge
+    assert list(zip(edges["eta"], edges["beta"])) == [(1.0, 100.0), (0.5, 10.0), (0.1, 10.0)]
+    assert edges["eta_beyond_measured"].tolist() == [True, False, False]
+    assert edges["beta_beyond_measured"].tolist() == [True, False, False]
     assert report.stability_drift["eta_decades"] == pytest.approx(1.0) and report.stability_drift["drifts"]
 
 
@@ -173,8 +176,10 @@ def test_cli_json_and_text_carry_the_verdict_and_its_uncertainty(tmp_path):
     text = runner.invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path)]).stdout
     assert "zero-shot regret 1.000 (90 % seed-bootstrap interval 1.000–1.000)" in text
     rows = {line.split()[0]: line for line in text.splitlines() if line.startswith("    ") and line.split()[0].isdigit()}
-    assert rows["8"].split() == ["8", "(η", "0.1,", "β", "1)", "0.01", "(η", "0.1,", "β", "1)", "1.00", "η", "0.5,", "β", "10"]
-    assert "stability edge across depth: moves η 0.00 decades, β 0.00 (stable)" in text
+    # 5 η × 4 β grid points; the edges: η 1 and β 100 diverged on seed 1
+    assert rows["8"].split() == ["8", "(η", "0.1,", "β", "1)", "0.01", "(η", "0.1,", "β", "1)", "1.00",
+                                 "η", "0.5,", "β", "10", "20"]
+    assert "stability edge across depth: moves η 0.00 decades, β 0.00 decades (stable)" in text
 
 
 def test_a_sweep_of_two_parameterisations_reports_each_apart(tmp_path):
@@ -188,7 +193,8 @@ def test_a_sweep_of_two_parameterisations_reports_each_apart(tmp_path):
     plotted = CliRunner().invoke(app, ["plot", "--results", str(tmp_path)])
     assert plotted.exit_code == 0, plotted.output
     names = sorted(p.name for p in (tmp_path / "toy" / "plots").glob("contours_*.png"))
-    assert names == ["contours_mnist_tanh_mupc_pc_N512_by_depth.png", "contours_mnist_tanh_sp_pc_N512_by_depth.png"]
+    assert names == ["contours_toy_mnist_tanh_mupc_pc_N512_by_depth.png",
+                     "contours_toy_mnist_tanh_sp_pc_N512_by_depth.png"]
 
 
 def test_bp_has_a_null_beta_everywhere(tmp_path):
@@ -211,7 +217,8 @@ def test_bp_has_a_null_beta_everywhere(tmp_path):
     assert "β" not in text.split("seed-mean min train loss")[0]
     plotted = CliRunner().invoke(app, ["plot", "--results", str(tmp_path)])
     assert plotted.exit_code == 0, plotted.output
-    assert [p.name for p in (tmp_path / "toy" / "plots").iterdir()] == ["transfer_mnist_tanh_mupc_bp_N512_by_depth.png"]
+    assert [p.name for p in (tmp_path / "toy" / "plots").iterdir()] == [
+        "transfer_toy_mnist_tanh_mupc_bp_N512_by_depth.png"]
 
 
 def test_a_family_without_a_valid_source_point_does_not_hide_the_others():
@@ -227,3 +234,93 @@ def test_a_family_without_a_valid_source_point_does_not_hide_the_others():
 def test_one_eta_grid_is_not_on_the_edge():
     records = synthetic([8], lambda s: 0.1, lambda s: 1.0, etas=[0.1])
     assert not analysis.optimum(analysis.surfaces(records), 8).on_edge
+
+
+PATCH = ([0.5, 0.1, 0.05], [5.0, 1.0, 0.5])  # one grid step around (0.1, 1) in the conftest grid: a 3 × 3 patch
+
+
+def test_a_patch_around_a_stable_optimum_gives_the_full_grids_verdict():
+    full = synthetic([8, 16, 32], lambda s: 0.1, lambda s: 1.0)
+    (whole,) = analysis.transfer(full, source=8, target=32)
+    (patched,) = analysis.transfer(patch(patch(full, 16, *PATCH), 32, *PATCH), source=8, target=32)
+    for report in (whole, patched):
+        assert report.regret == pytest.approx(1.0) and report.regret_interval == (pytest.approx(1.0),) * 2
+        assert report.transfer_holds and (report.recommended_eta, report.recommended_beta) == (0.1, 1.0)
+    assert whole.target_patch is None and whole.optima["patch"].tolist() == [False, False, False]
+    assert patched.optima["patch"].tolist() == [False, True, True]
+    assert patched.target_patch == {"n_points": 9, "eta": (0.05, 0.5), "n_eta": 3, "eta_steps": (-1, 1),
+                                    "beta": (0.5, 5.0), "n_beta": 3, "beta_steps": (-1, 1)}
+    assert ("  target's best is over its patch: 3 × 3 grid points, η 0.05–0.5, β 0.5–5 "
+            "(from the source optimum: −1…+1 grid steps in η, −1…+1 in β)") in patched.text().splitlines()
+    assert not any("border of its patch" in w for w in patched.warnings)
+
+
+def test_a_patch_grown_around_a_moved_optimum_gives_the_full_grids_verdict():
+    """η* halves per doubling (0.5 at 8 … 0.0625 at 64); each larger size's patch starts one step around the
+    source's η = 0.5 and grows down until its best is interior, as the sweep grows it."""
+    full = drifting([8, 16, 32, 64])
+    patched = full
+    for size, lowest in ((16, 0.125), (32, 0.0625), (64, 0.03125)):
+        patched = patch(patched, size, [eta for eta in ETAS if eta >= lowest], [5.0, 1.0, 0.5])
+    (whole,) = analysis.transfer(full, source=8, target=64)
+    (grown,) = analysis.transfer(patched, source=8, target=64)
+    for report in (whole, grown):
+        assert report.regret == pytest.approx(10 ** (np.log10(8) ** 2)) and report.transfer_holds is False
+        assert report.basis == "extrapolated drift" and report.recommended_eta == pytest.approx(0.0625)
+        assert report.extrapolated_regret == pytest.approx(1.0)
+    assert grown.regret_interval == pytest.approx(whole.regret_interval)
+    # ascending η grid 0.015625 … 1: the source's 0.5 is index 5, the patch runs from 0.03125 (1) to 1 (6)
+    assert grown.target_patch == {"n_points": 18, "eta": (0.03125, 1.0), "n_eta": 6, "eta_steps": (-4, 1),
+                                  "beta": (0.5, 5.0), "n_beta": 3, "beta_steps": (-1, 1)}
+
+
+def test_a_patch_whose_best_is_on_its_border_says_so_and_reads_its_edges_as_lower_bounds():
+    """At 32 the optimum moved to η 0.125 but the patch was not grown: its best, η 0.25, is on its border."""
+    records = patch(drifting([8, 32]), 32, [1.0, 0.5, 0.25], [5.0, 1.0, 0.5])
+    (report,) = analysis.transfer(records, source=8, target=32)
+    # the source's 0.5 is log10(4) decades from η* = 0.125, the patch's best 0.25 is log10(2) decades
+    assert report.regret == pytest.approx(10 ** (np.log10(4) ** 2 - np.log10(2) ** 2))
+    assert report.optima.set_index("size").loc[32, "eta"] == 0.25
+    assert any("lies on the border of its patch" in w and "understated" in w for w in report.warnings)
+    edge = report.stability_edge.set_index("size").loc[32]
+    # every measured point is stable: the edges are the patch's largest rates, lower bounds only
+    assert (edge["eta"], edge["beta"]) == (1.0, 5.0)
+    assert edge["eta_beyond_measured"] and edge["beta_beyond_measured"]
+    row = [line for line in report.text().splitlines() if line.startswith("    32 ")][0]
+    assert "η ≥ 1, β ≥ 5" in row and "9 (patch)" in row
+    # a failure inside the patch is a measured edge: η 1 diverged on one seed at β = 1
+    failing = records.copy()
+    failing.loc[(failing.depth == 32) & (failing.eta == 1.0) & (failing.seed == 0), "status"] = "diverged"
+    (report,) = analysis.transfer(failing, source=8, target=32)
+    edge = report.stability_edge.set_index("size").loc[32]
+    assert (edge["eta"], edge["eta_beyond_measured"]) == (0.5, False)
+
+
+def extended(records, size, etas, eta_star):
+    """`records` with extension points at `size` on the same surface (η* = `eta_star`, β* = 1): every β
+    of the conftest grid at each η of `etas`."""
+    extra = synthetic([size], lambda s: eta_star, lambda s: 1.0, etas=etas)
+    return pd.concat([records.assign(extension=False), extra.assign(extension=True)], ignore_index=True)
+
+
+def test_an_optimum_on_the_extended_edge_is_on_the_grids_edge():
+    records = synthetic([8, 16], lambda s: 5.0, lambda s: 1.0)  # η* = 5 lies above the grid's 0.5
+    (report,) = analysis.transfer(records, source=8, target=16)
+    assert ("the optimum at depth 8 lies on the edge of the grid; widen the grid (grid.extend widens it "
+            "automatically)") in report.warnings
+    # grid.extend added η 2.5 (the grid's last ratio, 5) at depth 8: the optimum moves there, still on the edge
+    (report,) = analysis.transfer(extended(records, 8, [2.5], 5.0), source=8, target=16)
+    assert report.source_optimum["eta"] == 2.5 and report.optima["n_extension"].tolist() == [6, 0]
+    assert ("the optimum at depth 8 lies on the edge of the grid (its 6 extension point(s) included); widen the grid "
+            "(grid.extend widens it automatically)") in report.warnings
+    assert report.target_patch is None and report.optima["patch"].tolist() == [False, False]
+    assert report.source_surface.loc[report.source_surface["extension"], "eta"].unique().tolist() == [2.5]
+    row = [line for line in report.text().splitlines() if line.startswith("    8 ")][0]
+    assert row.endswith("30 (6 extension)")  # 4 × 6 grid points and 6 extension points
+
+
+def test_an_extension_that_brackets_the_optimum_takes_it_off_the_edge():
+    records = synthetic([8, 16], lambda s: 1.0, lambda s: 1.0)  # η* = 1: 0.5 beats 2.5 (0.30 against 0.40 decades)
+    (report,) = analysis.transfer(extended(records, 8, [2.5], 1.0), source=8, target=16)
+    assert report.source_optimum["eta"] == 0.5 and not report.source_optimum["on_edge"]
+    assert not any("edge of the grid" in w for w in report.warnings)
