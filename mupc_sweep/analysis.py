@@ -49,6 +49,17 @@ def other_axis(axis: Axis) -> str:
     return "width" if axis == "depth" else "depth"
 
 
+def check_varied(surf: pd.DataFrame, axis: Axis) -> None:
+    """InputError unless some family of `surf` (a `surfaces` table) has two or more sizes along
+    `axis`; the message names the axes the records do vary, and their sizes."""
+    if any(rows[axis].nunique() > 1 for _, rows in families(surf, axis)):
+        return
+    varied = [a for a in AXES if any(rows[a].nunique() > 1 for _, rows in families(surf, a))]
+    sizes = "; ".join(f"{a} {', '.join(map(str, sorted(surf[a].unique().tolist())))}" for a in varied)
+    raise InputError(f"axis: the records vary no {axis}s" + (f"; they vary {sizes}" if varied else
+                                                             " nor anything else (one size only)") + ".")
+
+
 def varied_axis(records: pd.DataFrame) -> Axis:
     """The axis `records` vary most: the one with more distinct sizes, depth on a tie."""
     check_records(records)
@@ -162,6 +173,7 @@ class Optimum:
     n_seeds: int
     refined_eta: float  # quadratic fit of log10 loss on (log10 η, log10 β) around the optimum
     refined_beta: float | None
+    refined_clipped: bool  # the fit's minimum lay outside its 3 × 3 window: the refined rates are the window's edge
     basin: int  # valid points within BASIN_TOLERANCE of the best
     basin_eta: tuple[float, float]
     basin_beta: tuple[float, float] | None
@@ -180,11 +192,11 @@ def optimum(surface: pd.DataFrame, size: int) -> Optimum | None:
     uses_beta = _uses_beta(surface)
     eta, beta = float(best.eta), float(best.beta) if uses_beta else None
     in_basin = valid[valid["loss_mean"] <= best.loss_mean * (1 + BASIN_TOLERANCE)]
-    refined_eta, refined_beta = refine(valid, eta, beta)
+    refined_eta, refined_beta, refined_clipped = refine(valid, eta, beta)
     return Optimum(
         size=int(size), eta=eta, beta=beta, loss=float(best.loss_mean),
         loss_std=float(best.loss_std), n_seeds=int(best.n_seeds),
-        refined_eta=refined_eta, refined_beta=refined_beta,
+        refined_eta=refined_eta, refined_beta=refined_beta, refined_clipped=refined_clipped,
         basin=len(in_basin),
         basin_eta=(float(in_basin.eta.min()), float(in_basin.eta.max())),
         basin_beta=(float(in_basin.beta.min()), float(in_basin.beta.max())) if uses_beta else None,
@@ -204,10 +216,10 @@ def _on_edge(surface: pd.DataFrame, eta: float, beta: float | None) -> bool:
     return bool(edge)
 
 
-def refine(valid: pd.DataFrame, eta: float, beta: float | None) -> tuple[float, float | None]:
+def refine(valid: pd.DataFrame, eta: float, beta: float | None) -> tuple[float, float | None, bool]:
     """Optimum between grid points: least-squares quadratic in (u, v) = (log10 η, log10 β) of
     log10 loss over the valid points in the 3 × 3 grid window around (η, β); its minimum if the
-    fit is convex, clipped to the window, else the grid point itself. A 1-D fit in η when β is
+    fit is convex, clipped to the window (and `clipped` says so), else the grid point itself. A 1-D fit in η when β is
     None (bp) or the grid has one β."""
     window_eta = _window(np.sort(valid["eta"].unique()), eta)
     window_beta = None if beta is None else _window(np.sort(valid["beta"].unique()), beta)
@@ -216,22 +228,26 @@ def refine(valid: pd.DataFrame, eta: float, beta: float | None) -> tuple[float, 
         line = valid[valid["eta"].isin(window_eta) & (True if beta is None else np.isclose(valid["beta"], beta))]
         u, f = np.log10(line["eta"].to_numpy(float)), np.log10(line["loss_mean"].to_numpy(float))
         if len(np.unique(u)) < 3:
-            return eta, beta
+            return eta, beta, False
         a, b, _ = np.polyfit(u, f, 2)
-        return (float(10 ** np.clip(-b / (2 * a), lo_u, hi_u)) if a > 0 else eta), beta
+        if a <= 0:
+            return eta, beta, False
+        u_star = -b / (2 * a)
+        return float(10 ** np.clip(u_star, lo_u, hi_u)), beta, bool(not lo_u <= u_star <= hi_u)
     near = valid[valid["eta"].isin(window_eta) & valid["beta"].isin(window_beta)]
     u, v = np.log10(near["eta"].to_numpy(float)), np.log10(near["beta"].to_numpy(float))
     f = np.log10(near["loss_mean"].to_numpy(float))
     if len(near) < 6 or len(np.unique(u)) < 3 or len(np.unique(v)) < 3:
-        return eta, beta
+        return eta, beta, False
     design = np.column_stack([np.ones_like(u), u, v, u * u, v * v, u * v])
     c, *_ = np.linalg.lstsq(design, f, rcond=None)
     hessian = np.array([[2 * c[3], c[5]], [c[5], 2 * c[4]]])
     if np.any(np.linalg.eigvalsh(hessian) <= 0):
-        return eta, beta
+        return eta, beta, False
     u_star, v_star = np.linalg.solve(hessian, -c[1:3])
     lo_v, hi_v = np.log10(window_beta.min()), np.log10(window_beta.max())
-    return float(10 ** np.clip(u_star, lo_u, hi_u)), float(10 ** np.clip(v_star, lo_v, hi_v))
+    clipped = not (lo_u <= u_star <= hi_u and lo_v <= v_star <= hi_v)
+    return float(10 ** np.clip(u_star, lo_u, hi_u)), float(10 ** np.clip(v_star, lo_v, hi_v)), bool(clipped)
 
 
 def _window(values: np.ndarray, at: float) -> np.ndarray:
@@ -268,7 +284,7 @@ class TransferReport:
     stability_edge: pd.DataFrame  # per size, the largest η and β at which every seed stayed ok (`stability_edges`)
     stability_drift: dict | None  # how far the stability edge moves across the swept sizes
     warnings: list[str] = field(default_factory=list)
-    incomplete: list[str] = field(default_factory=list)  # sizes with missing or failed cells
+    failures: list[str] = field(default_factory=list)  # sizes where points diverged or stopped
 
     def __repr__(self) -> str:
         from .report import transfer_repr
@@ -312,9 +328,8 @@ def _check_size(name: str, value: object) -> None:
 def transfer(
     records: pd.DataFrame, *, source: int, target: int, axis: Axis = "depth"
 ) -> list[TransferReport]:
-    """One report per family holding `source` along `axis`: the recommended (η, β) for the larger
-    `target`. Families swept along `axis` are reported alone when there are any: a width sweep's
-    one-depth families say nothing about depth.
+    """One report per family swept along `axis` that holds `source`: the recommended (η, β) for the
+    larger `target`. Records that vary no size along `axis` are refused (`check_varied`).
 
     The verdict is zero-shot: where the target was swept, `regret` is its seed-mean loss at the
     measured point nearest the source's grid optimum over its best measured loss, and transfer holds
@@ -330,13 +345,14 @@ def transfer(
         raise InputError(f"source: must be smaller than target (rates transfer from a small model to a larger one); "
                          f"got source {source}, target {target}.")
     surf = surfaces(records)
-    if not (surf[axis] == source).any():
-        swept = sorted(surf[axis].unique().tolist())
-        raise InputError(f"source: no sweep holds {axis} {source}; swept {axis}s: {', '.join(map(str, swept))}.")
-    holding = [(family, rows) for family, rows in families(surf, axis) if (rows[axis] == source).any()]
-    swept = [(family, rows) for family, rows in holding if rows[axis].nunique() > 1]
+    check_varied(surf, axis)
+    swept = [(family, rows) for family, rows in families(surf, axis) if rows[axis].nunique() > 1]
+    holding = [(family, rows) for family, rows in swept if (rows[axis] == source).any()]
+    if not holding:
+        sizes = sorted({int(s) for _, rows in swept for s in rows[axis].unique()})
+        raise InputError(f"source: no sweep holds {axis} {source}; swept {axis}s: {', '.join(map(str, sizes))}.")
     reports, failed = [], []
-    for family, rows in swept or holding:
+    for family, rows in holding:
         try:
             reports.append(_family_report(rows, family_records(records, family), family, axis, source, target))
         except NoSourceOptimum as error:  # one family failed at the source: the others still report
@@ -368,7 +384,7 @@ def _family_report(
     rows: pd.DataFrame, records: pd.DataFrame, family: dict, axis: Axis, source: int, target: int
 ) -> TransferReport:
     uses_beta = family["algorithm"] == "pc"
-    optima, incomplete = _optima(rows, axis)
+    optima, failures = _optima(rows, axis)
     if source not in optima:
         raise NoSourceOptimum(f"{axis} {source} of {_describe(family)} has no valid point to transfer from.")
     src = optima[source]
@@ -441,7 +457,7 @@ def _family_report(
         regret=regret, regret_interval=interval, extrapolated_regret=extrapolated,
         optima_coincide=coincide, transfer_holds=holds, optimum_probability=optimum_probabilities(records, rows, axis),
         stability_edge=edges, stability_drift=_edge_drift(edges, rows, uses_beta),
-        warnings=warnings, incomplete=incomplete,
+        warnings=warnings, failures=failures,
     )
 
 
@@ -459,16 +475,17 @@ def _on_patch_border(surface: pd.DataFrame, family: pd.DataFrame, eta: float, be
 
 def _optima(rows: pd.DataFrame, axis: Axis) -> tuple[dict[int, Optimum], list[str]]:
     """The optimum at every size of a family with a valid point, and a line per size with failures."""
-    optima, incomplete = {}, []
+    optima, failures = {}, []
     for size, surface in rows.groupby(axis):
         opt = optimum(surface, int(size))
         if opt is None:
-            incomplete.append(f"{axis} {size}: no valid point (every point diverged or stopped)")
+            failures.append(f"{axis} {size}: no valid point (every point diverged or stopped)")
             continue
         optima[int(size)] = opt
         if opt.n_valid < opt.n_points:
-            incomplete.append(f"{axis} {size}: {opt.n_points - opt.n_valid} of {opt.n_points} points failed")
-    return optima, incomplete
+            failures.append(f"{axis} {size}: {opt.n_points - opt.n_valid} of {opt.n_points} grid points had a seed "
+                            "diverge or stop")
+    return optima, failures
 
 
 def _regret(surface: pd.DataFrame, eta: float, beta: float | None, best: float) -> float | None:

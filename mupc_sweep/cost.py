@@ -72,6 +72,16 @@ def point_bytes(
     return itemsize * (7 * params + 8 * activities + 3 * 1000 * width) + 4 * n_steps * batch_size
 
 
+DATASET_BYTES = 4 * (N_TRAIN + N_TEST) * (D_IN + 1)  # the float32 dataset every trial holds on its device
+
+
+def trial_bytes(cfg: CellConfig) -> int:
+    """Rough memory one trial of a cell needs at the least: the dataset and one point (a GPU trial
+    vmaps as many points as fit, so one point is its minimum too)."""
+    return DATASET_BYTES + point_bytes(d_in=D_IN, width=cfg.width, depth=cfg.depth, d_out=N_CLASSES,
+                                       batch_size=cfg.batch_size, n_steps=cfg.training_steps(N_TRAIN))
+
+
 def point_flops(cfg: CellConfig, *, n_train: int = N_TRAIN, n_test: int = N_TEST) -> float:
     """Matrix-product FLOPs of training one point of a cell: its steps and its test evaluations."""
     steps = cfg.training_steps(n_train)
@@ -80,6 +90,26 @@ def point_flops(cfg: CellConfig, *, n_train: int = N_TRAIN, n_test: int = N_TEST
     evals = steps // cfg.eval_every + 1
     return steps * per_step + evals * eval_flops(d_in=D_IN, width=cfg.width, depth=cfg.depth, d_out=N_CLASSES,
                                                  n_examples=n_test)
+
+
+# What a sweep pays beside training, measured on the 2-core CPU VM (2026-12-02): Ray embedded starts
+# in 2.5 s and stops in 1.4 s; a trial spends about 3 s beyond its cell program's run on starting
+# (its worker, JAX, the dataset from Ray's object store) and reporting; a cell program compiles in
+# 1.6 s (N = 64, H = 2) to 2.5 s (H = 128) on that CPU (benchmarks/bench_trainer.py's compile column),
+# and in 4.4 to 4.9 s on an H100 with XLA's Triton GEMM fusions off (benchmarks/RESULTS.md).
+STARTUP_S = 4.0
+TRIAL_START_S = 3.0
+
+
+def compile_seconds(cfg: CellConfig, device: str) -> float:
+    """Seconds a cell program takes to compile on `device` ("cpu" or "gpu"): it grows with log₂ H."""
+    return 5.0 if device == "gpu" else 1.4 + 0.15 * math.log2(cfg.depth)
+
+
+def trial_overhead(cfg: CellConfig, device: str) -> float:
+    """Seconds a trial of a cell pays beside training its points: its start and its compile (a
+    worker that ran a trial of the same shape compiles nothing, so this errs long)."""
+    return TRIAL_START_S + compile_seconds(cfg, device)
 
 
 def rate(device: str, width: int, depth: int) -> float:

@@ -20,12 +20,12 @@ from typing import Protocol
 import pandas as pd
 
 from .cell import CellConfig
-from .cost import N_TRAIN, point_seconds
+from .cost import N_TRAIN, STARTUP_S, point_seconds, trial_bytes, trial_overhead
 from .data import Dataset, load_dataset
 from .errors import InputError
 from .lock import DriverLock
 from .regions import CellNeed, Point, grid_region, lattices, needs, rate_key, region_points
-from .shards import Trial, local_slots, plan_trials, trial_table, wall_time
+from .shards import Trial, local_memory, local_slots, plan_trials, trial_table, wall_time
 from .spec import SweepSpec, load_spec, with_resources
 from .store import (
     OUTCOME_COLUMNS,
@@ -136,7 +136,8 @@ def plan(spec: SweepSpec, pending: dict[CellConfig, list[Point]], slots: int, *,
     `spec.points_per_trial` says or sized automatically; with `sharded` False one trial per cell."""
     device = "gpu" if spec.gpu > 0 else "cpu"
     return plan_trials(pending, {c: point_seconds(c, device) for c in pending}, slots=slots,
-                       points_per_trial=spec.points_per_trial if sharded else 10**9, gpu=spec.gpu > 0)
+                       points_per_trial=spec.points_per_trial if sharded else 10**9, gpu=spec.gpu > 0,
+                       overhead={c: trial_overhead(c, device) for c in pending})
 
 
 class Executor(Protocol):
@@ -194,23 +195,23 @@ class InProcess:
 class SweepOutcome:
     """What `run_sweep` did: the sweep's records of complete cells (all of them, not only this run's),
     the points this run trained, the trials that failed after their retries, and a line per cell
-    still incomplete (a rerun trains what is missing)."""
+    or file that analysis leaves out, with why and what to do (`store.SweepState.left_out`)."""
 
     sweep: str
     results: Path
     records: pd.DataFrame
     trained: int = 0
     failed: dict[str, str] = field(default_factory=dict)
-    incomplete: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
     compiles: int = 0
     wall_s: float = 0.0
 
     @property
     def complete(self) -> bool:
-        return not self.incomplete
+        return not self.left_out
 
     def __repr__(self) -> str:
-        state = "complete" if self.complete else f"{len(self.incomplete)} cells incomplete"
+        state = "complete" if self.complete else f"{len(self.left_out)} cells or files left out"
         failed = f", {len(self.failed)} trials failed" if self.failed else ""
         return (f"SweepOutcome({self.sweep}: {state}, {len(self.records)} records, {self.trained} points trained "
                 f"in {self.wall_s:.1f} s{failed})")
@@ -253,6 +254,9 @@ def run_sweep(
         from .cluster import RayCluster
 
         executor = RayCluster(address)
+    if getattr(executor, "address", None) is None:  # trials run on this machine: they must fit it
+        for problem in memory_problems(spec, local_memory(spec.gpu)):
+            raise InputError(problem)
     executor.check_reachable()
     shown = SweepProgress(enabled=progress)
     with DriverLock(results, spec.name):  # before Ray starts: a second driver is refused at once
@@ -274,6 +278,25 @@ def run_sweep(
     return _outcome(spec, results, start, run)
 
 
+def memory_problems(spec: SweepSpec, memory: tuple[int, str] | None) -> list[str]:
+    """A line per cell whose trial cannot fit `memory` (bytes, and what they are; None: unknown),
+    by `cost.trial_bytes`."""
+    if memory is None:
+        return []
+    available, what = memory
+    return [f"network: a trial of cell {cell.cell_id} needs about {_bytes(trial_bytes(cell))} (the dataset and one "
+            f"point), more than {what} ({_bytes(available)}); lower network.width or network.depth, or run where it "
+            "fits" for cell in spec.cells() if trial_bytes(cell) > available]
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PiB"
+
+
 def _results_dir(results: str | Path) -> Path:
     results = Path(results)
     if results.exists() and not results.is_dir():
@@ -285,7 +308,7 @@ def _outcome(spec: SweepSpec, results: Path, start: float, run: SweepRun | None 
     state = read_state(results, spec.name, spec)
     return SweepOutcome(
         sweep=spec.name, results=results, records=state.records(), trained=run.trained if run else 0,
-        failed=dict(run.failed) if run else {}, incomplete=state.incomplete(), compiles=run.compiles if run else 0,
+        failed=dict(run.failed) if run else {}, left_out=state.left_out(), compiles=run.compiles if run else 0,
         wall_s=time.perf_counter() - start)
 
 
@@ -296,8 +319,10 @@ def plan_sweep(spec: str | Path | dict | SweepSpec, *, results: str | Path = "re
     per cell with its role (grid, source or patch), the points to train now, their trials, points and
     estimated seconds per trial, and TFLOP; for a transfer sweep's patches, the least and most points
     later stages may train. `attrs` hold the estimated wall times on `slots` trial slots (default:
-    this machine's), at the rates in benchmarks/RESULTS.md: `wall_s` (now, then the least later),
-    `wall_most_s`, `unsharded_s` (one trial per cell), `full_grid_s` (every cell on the full grid)."""
+    this machine's), at the rates in benchmarks/RESULTS.md, start-up and compiles included
+    (`cost.STARTUP_S`, `cost.trial_overhead`): `wall_s` (now, then the least later), `wall_most_s`,
+    `unsharded_s` (one trial per cell), `full_grid_s` (every cell on the full grid);
+    `memory_problems`, the cells whose trials cannot fit this machine (`run` refuses them)."""
     from .checks import check_int
 
     spec = with_resources(load_spec(spec), cpu=cpus_per_trial, gpu=gpus_per_trial, points_per_trial=points_per_trial)
@@ -307,6 +332,7 @@ def plan_sweep(spec: str | Path | dict | SweepSpec, *, results: str | Path = "re
     for cell in spec.cells():
         cell.check_steps(N_TRAIN)
     check_growable(spec, results, restart=restart)
+    planned_here = slots is None
     slots = slots or local_slots(spec.cpu, spec.gpu) or 1
     done = {} if restart else read_state(results, spec.name, spec).outcomes()
     cell_needs = needs(spec, done)
@@ -324,16 +350,19 @@ def plan_sweep(spec: str | Path | dict | SweepSpec, *, results: str | Path = "re
         rows.append(dict(cell_id=cell.cell_id, role=need.role, **row, later_least=least, later_most=most))
     out = pd.DataFrame(rows).astype({c: int for c in ("points", "trials", "points_per_trial", "later_least",
                                                         "later_most")})
-    later = [(plan(spec, {c: [(0, 0.0, 0.0)] * n for c, n in counts.items()}, slots)) for counts in
-             (least_later, most_later)]
-    full = {c: region_points(spec, c, grid_region(spec, c)) for c in spec.cells()}
+
+    def wall(trials: list[Trial]) -> float:
+        return wall_time([t.seconds for t in trials], slots)
+
+    later_least, later_most = (plan(spec, {c: [(0, 0.0, 0.0)] * n for c, n in counts.items()}, slots)
+                               for counts in (least_later, most_later))
+    whole = plan(spec, {c: n.missing for c, n in cell_needs.items() if n.missing}, slots, sharded=False)
+    full = plan(spec, {c: region_points(spec, c, grid_region(spec, c)) for c in spec.cells()}, slots)
     out.attrs = dict(
         slots=slots, device="GPU" if spec.gpu > 0 else "CPU",
-        wall_s=wall_time([t.seconds for t in now], slots) + wall_time([t.seconds for t in later[0]], slots),
-        wall_most_s=wall_time([t.seconds for t in now], slots) + wall_time([t.seconds for t in later[1]], slots),
-        unsharded_s=wall_time([t.seconds for t in plan(spec, {c: n.missing for c, n in cell_needs.items()
-                                                              if n.missing}, slots, sharded=False)], slots),
-        full_grid_s=wall_time([t.seconds for t in plan(spec, full, slots)], slots),
+        memory_problems=memory_problems(spec, local_memory(spec.gpu)) if planned_here else [],
+        wall_s=STARTUP_S + wall(now) + wall(later_least), wall_most_s=STARTUP_S + wall(now) + wall(later_most),
+        unsharded_s=STARTUP_S + wall(whole), full_grid_s=STARTUP_S + wall(full),
     )
     return out
 

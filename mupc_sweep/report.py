@@ -61,47 +61,35 @@ def plan_text(plan: pd.DataFrame, *, where: str) -> str:
     if transfer:
         lines.append(f"the full grid at every size, for comparison: {_hours(a['full_grid_s'])} "
                      f"({100 * a['wall_s'] / a['full_grid_s']:.0f} % of it at least)")
+    lines += [f"WARNING: {problem}; `run` refuses this sweep here" for problem in a.get("memory_problems", [])]
     return "\n".join(lines)
 
 
 def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.3g} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def cell_status(whole: list[pd.DataFrame], damaged: list[str], failure: str | None, n_points: int,
-                n_pending: int) -> str:
-    """One line on a cell of a kept sweep, from its whole records files, the names of its damaged
-    ones and its failure note: its best point once complete, else its points done and pending."""
-    if not n_pending:
-        return best_text(pd.concat(whole))
-    notes = [f"{n_points - n_pending}/{n_points} points done, {n_pending} pending" if n_pending < n_points
-             else "pending"]
-    if damaged:
-        notes.append(f"records file damaged, incomplete or not this tool's: {', '.join(damaged)} (a rerun retrains it)")
-    if failure:
-        notes.append(f"failed: {failure} (a rerun retries it)")
-    return "; ".join(notes)
-
-
-def finite_or_null(value):
-    """`value` with every non-finite float (NaN, ±inf) replaced by None, so the JSON is strict."""
+def strict_json(value):
+    """`value` made fit for strict JSON: NaN (a missing number) as null, ±inf (an unbounded regret
+    interval, say) as the strings "inf" and "-inf", which `float()` reads back, so that no reader
+    mistakes an infinite bound for a missing one."""
     if isinstance(value, dict):
-        return {k: finite_or_null(v) for k, v in value.items()}
+        return {k: strict_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [finite_or_null(v) for v in value]
+        return [strict_json(v) for v in value]
     if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
+        return value if math.isfinite(value) else None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
 
 
 def transfer_document(
-    reports: list[TransferReport], *, axis: str, source: int, target: int, incomplete_cells: list[str]
+    reports: list[TransferReport], *, axis: str, source: int, target: int, left_out: list[str]
 ) -> dict:
-    """The one JSON object `mupc-sweep transfer --json` prints: the question (axis, source,
-    target), each family's `to_dict()` and the cells left out as incomplete, with non-finite floats
-    as None, so that `json.dumps(..., allow_nan=False)` takes it."""
-    return finite_or_null({"schema": 1, "axis": axis, "source": source, "target": target,
-                           "families": [r.to_dict() for r in reports], "incomplete_cells": list(incomplete_cells)})
+    """The one JSON object `mupc-sweep transfer --json` prints (`schema` 1): the question (axis,
+    source, target), each family's `to_dict()` and the cells or files analysis left out, made
+    `strict_json`, so that `json.dumps(..., allow_nan=False)` takes it."""
+    return strict_json({"schema": 1, "axis": axis, "source": source, "target": target,
+                           "families": [r.to_dict() for r in reports], "left_out": list(left_out)})
 
 
 def transfer_repr(r: TransferReport) -> str:
@@ -133,7 +121,7 @@ def transfer_text(r: TransferReport) -> str:
         *_size_table(r),
         _drift_line(r),
     ]
-    lines += [f"  incomplete: {item}" for item in r.incomplete]
+    lines += [f"  failed: {item}" for item in r.failures]
     lines += [f"  WARNING: {w}" for w in r.warnings]
     return "\n".join(lines)
 
@@ -173,8 +161,8 @@ def _verdict(r: TransferReport) -> str:
             regret += f" ({REGRET_LEVEL * 100:g} % seed-bootstrap interval {_ratio(lo)}–{_ratio(hi)})"
         else:
             regret += " (one seed: no interval)"
-    return (f"verdict at {r.axis} {r.target}: {regret}: {_holds(r)} (regret ≤ {REGRET_OK:g}); optima "
-            f"{'coincide' if r.optima_coincide else 'differ'}")
+    return (f"verdict at {r.axis} {r.target}: {regret}: {_holds(r)} (it holds where the regret is at most "
+            f"{REGRET_OK:g}); optima {'coincide' if r.optima_coincide else 'differ'}")
 
 
 def _verdict_notes(r: TransferReport) -> list[str]:
@@ -217,8 +205,10 @@ def _recommendation(r: TransferReport) -> str:
 
 def _refined(r: TransferReport) -> str:
     src = r.source_optimum
-    return f"η ≈ {src['refined_eta']:.3g}" + (f", β ≈ {src['refined_beta']:.3g}" if r.recommended_beta is not None
-                                              else "")
+    clipped = " (the fit's minimum lies beyond its 3 × 3 window: clipped to the window's edge)" if src[
+        "refined_clipped"] else ""
+    return (f"η ≈ {src['refined_eta']:.3g}" + (f", β ≈ {src['refined_beta']:.3g}" if r.recommended_beta is not None
+                                               else "") + clipped)
 
 
 def _drift_line(r: TransferReport) -> str:

@@ -67,10 +67,13 @@ def plan_trials(
     slots: int,
     points_per_trial: int | None,
     gpu: bool,
+    overhead: dict[CellConfig, float] | None = None,
 ) -> list[Trial]:
     """The trials that train every pending point, longest first. With `points_per_trial` K, a cell's
     pending points make ⌈P / K⌉ balanced shards (a K above P: the cell unsharded); without it, shards
-    are sized from the cluster's `slots` and each cell's estimated cost (`shard_count`)."""
+    are sized from the cluster's `slots` and each cell's estimated cost (`shard_count`). A trial's
+    estimated seconds are its points' plus the cell's `overhead` (its start and compile)."""
+    overhead = overhead or {}
     total = sum(len(p) * point_seconds[c] for c, p in pending.items())
     target = max(total / (SHARDS_PER_SLOT * slots), MIN_TRIAL_SECONDS) if slots > 1 else math.inf
     trials = []
@@ -84,7 +87,8 @@ def plan_trials(
                             min_points=MIN_GPU_POINTS if gpu else 1)
         shards = split(points, n)
         size = max(len(s) for s in shards)
-        trials += [Trial(cell, tuple(s), size, len(s) * point_seconds[cell]) for s in shards]
+        trials += [Trial(cell, tuple(s), size, len(s) * point_seconds[cell] + overhead.get(cell, 0.0))
+                   for s in shards]
     return sorted(trials, key=lambda t: -t.seconds)
 
 
@@ -110,6 +114,23 @@ def trial_table(trials: list[Trial]) -> pd.DataFrame:
         row["s_per_trial"] = max(row["s_per_trial"], t.seconds)
         row["tflops"] += len(t.points) * point_flops(t.cell) / 1e12
     return pd.DataFrame(list(rows.values()))
+
+
+def local_memory(gpu: float) -> tuple[int, str] | None:
+    """The memory a trial on this machine may use, and what it is: for GPU trials its share `gpu`
+    of the first GPU's memory (as `nvidia-smi` reports it; None without one), for CPU trials the
+    machine's memory (/proc/meminfo; None where there is none)."""
+    if gpu > 0:
+        if shutil.which("nvidia-smi") is None:
+            return None
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                                capture_output=True, text=True, timeout=30).stdout.split()
+        return (int(float(listed[0]) * 2**20 * min(gpu, 1.0)), f"{gpu:g} of this machine's GPU") if listed else None
+    try:
+        total = next(line for line in open("/proc/meminfo") if line.startswith("MemTotal:"))
+    except (OSError, StopIteration):
+        return None
+    return int(total.split()[1]) * 1024, "this machine's memory"
 
 
 def local_slots(cpu: float, gpu: float) -> int:

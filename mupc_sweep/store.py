@@ -12,6 +12,8 @@ the records, so the records files are the one source of truth about a sweep's st
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,6 +52,10 @@ def curves_dir(results: Path, sweep: str) -> Path:
 
 def failures_dir(results: Path, sweep: str) -> Path:
     return Path(results) / sweep / "failed"
+
+
+def damaged_dir(results: Path, sweep: str) -> Path:
+    return Path(results) / sweep / "damaged"
 
 
 def spec_path(results: Path, sweep: str) -> Path:
@@ -106,31 +112,53 @@ def read_failure(results: Path, sweep: str, cell_id: str) -> str | None:
     return paths[0].read_text().strip() if paths else None
 
 
-def file_problem(path: Path) -> str | None:
-    """Why a records file is not whole (unreadable, a column missing, no rows, a point twice), or
-    None for a whole one."""
+CHECKSUM_KEY = b"mupc_sweep.sha256"  # Parquet metadata: the SHA-256 of a records file's values as written
+
+
+def content_digest(table: pa.Table) -> str:
+    """SHA-256 of a table's values, column by column in name order, as they read back from Parquet."""
+    values = table.select(sorted(table.column_names)).to_pydict()
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_records_file(path: Path, sweep: str) -> tuple[pd.DataFrame | None, str | None]:
+    """A records file's rows, or why it cannot be trusted: unreadable, a column missing, no rows, a
+    point twice, values edited since it was written (its checksum differs; files written before
+    checksums carry none and are not checked), or rows of another sweep or cell than its place and
+    name say (a file copied between folders)."""
     try:
-        names = pq.read_schema(path).names
-        missing = [c for c in RECORD_COLUMNS if c not in names]
-        if missing:
-            named = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-            return f"lacks the columns {named}"
-        points = pq.read_table(path, columns=POINT_COLUMNS).to_pandas()
+        table = pq.read_table(path)
     except (OSError, pa.ArrowException) as error:
-        return f"is not a readable records file ({_first_line(error)})"
-    if points.empty:
-        return "holds no rows"
-    if points.assign(beta=points["beta"].astype("float64")).duplicated().any():
-        return "holds a point twice"
-    return None
+        return None, f"is not a readable records file ({_first_line(error)})"
+    missing = [c for c in RECORD_COLUMNS if c not in table.column_names]
+    if missing:
+        named = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        return None, f"lacks the columns {named}"
+    rows = table.to_pandas()
+    if rows.empty:
+        return None, "holds no rows"
+    if rows[POINT_COLUMNS].assign(beta=rows["beta"].astype("float64")).duplicated().any():
+        return None, "holds a point twice"
+    digest = (table.schema.metadata or {}).get(CHECKSUM_KEY)
+    if digest is not None and digest.decode() != content_digest(table.replace_schema_metadata(None)):
+        return None, "was edited after it was written (its checksum no longer matches its values)"
+    if set(rows["sweep"]) != {sweep}:
+        return None, f"holds records of sweep {', '.join(map(repr, sorted(set(rows['sweep']))))}, not {sweep!r}"
+    if set(rows["cell_id"]) != {path.name.split(".")[0]}:
+        return None, f"holds records of cell {', '.join(sorted(set(rows['cell_id'])))}, not of the cell it is named after"
+    return rows, None
 
 
 def _first_line(error: BaseException) -> str:
     return (str(error).strip() or type(error).__name__).splitlines()[0]
 
 
-def _write(target: Path, table: pd.DataFrame) -> Path:
-    return write_atomic(target, lambda out: table.to_parquet(out, index=False), replace=False)
+def _write(target: Path, rows: pd.DataFrame) -> Path:
+    """Write rows as Parquet with the checksum of their values, atomically, never over a file."""
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), CHECKSUM_KEY: content_digest(
+        table.replace_schema_metadata(None)).encode()})
+    return write_atomic(target, lambda out: pq.write_table(table, out), replace=False)
 
 
 def read_kept(path: Path) -> dict:
@@ -182,8 +210,9 @@ def check_growable(spec: SweepSpec, results: Path, *, restart: bool) -> None:
 def prepare(spec: SweepSpec, results: Path, *, restart: bool) -> None:
     """Create results/<sweep>/ with the spec of this run, its history appended; with `restart`,
     delete earlier records first. Run by the driver holding the sweep's lock, it also removes what an
-    earlier run left behind: half-written temporary files, records files that are not whole (their
-    points are pending) with their curves, and the last run's failure notes (this run notes its own)."""
+    earlier run left behind: half-written temporary files, records files that cannot be trusted
+    (`read_records_file`; their points are pending), moved with their curves to results/<sweep>/
+    damaged/, and the last run's failure notes (this run notes its own)."""
     check_growable(spec, results, restart=restart)
     folder = Path(results) / spec.name
     if restart:
@@ -194,9 +223,13 @@ def prepare(spec: SweepSpec, results: Path, *, restart: bool) -> None:
     shutil.rmtree(failures_dir(results, spec.name), ignore_errors=True)
     for stale in (*records_dir(results, spec.name).glob(".*.tmp"), *curves_dir(results, spec.name).glob(".*.tmp")):
         stale.unlink()  # left by a run killed in the middle of a write
-    for damaged in [f for f in records_dir(results, spec.name).glob("*.parquet") if file_problem(f)]:
-        (curves_dir(results, spec.name) / damaged.name).unlink(missing_ok=True)
-        damaged.unlink()
+    for path in read_state(results, spec.name, spec).damaged:
+        aside = damaged_dir(results, spec.name)
+        aside.mkdir(parents=True, exist_ok=True)
+        curves = curves_dir(results, spec.name) / path.name
+        if curves.exists():
+            curves.replace(aside / f"{path.stem}.curves.parquet")
+        path.replace(aside / path.name)
     folder.mkdir(parents=True, exist_ok=True)
     entry = {"spec_hash": spec.spec_hash(), "spec": spec.to_raw()}
     write_text_atomic(spec_path(results, spec.name), yaml.safe_dump(entry, sort_keys=False))
@@ -218,19 +251,31 @@ def _history(results: Path, sweep: str) -> list[dict]:
 @dataclass
 class SweepState:
     """What a sweep's folder holds, read once: its kept spec, each records file whole (its rows) or
-    damaged (why), and per cell of the spec its rows and what it still needs. The one reading every
-    command and the driver share."""
+    not to be trusted (why), the cells holding a point in two files, and per cell of the spec what it
+    still needs. The one reading every command and the driver share, so that all tell the same story
+    about every file."""
 
     name: str
     spec: SweepSpec | None
     whole: dict[Path, pd.DataFrame] = field(default_factory=dict)
     damaged: dict[Path, str] = field(default_factory=dict)
+    doubled: dict[str, list[str]] = field(default_factory=dict)  # cell id -> its files that share a point
     needs: dict[CellConfig, CellNeed] = field(default_factory=dict)
 
     def cell_rows(self, cell_id: str) -> pd.DataFrame:
         """Every row of a cell's whole records files."""
         tables = [t for t in self.whole.values() if t["cell_id"].iloc[0] == cell_id]
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(RECORD_COLUMNS))
+
+    def damaged_files(self, cell_id: str | None) -> dict[Path, str]:
+        """The untrusted files named after a cell (None: after no cell of the spec)."""
+        known = {cell.cell_id for cell in self.spec.cells()} if self.spec else set()
+        return {path: problem for path, problem in self.damaged.items()
+                if path.name.split(".")[0] == cell_id or (cell_id is None and path.name.split(".")[0] not in known)}
+
+    def trusted(self, cell_id: str) -> bool:
+        """Whether a cell's records can be analysed: no untrusted file of it, no point in two files."""
+        return cell_id not in self.doubled and not self.damaged_files(cell_id)
 
     def in_spec(self, rows: pd.DataFrame) -> pd.Series:
         """Which rows are points of the spec: its seeds, and its grid's rates or extension values."""
@@ -240,37 +285,38 @@ class SweepState:
         return rows["seed"].isin(spec.seeds) & (pd.Series(grid, index=rows.index, dtype=bool) | extension)
 
     def records(self) -> pd.DataFrame:
-        """The rows of complete cells, within the spec (without a kept spec, every row found);
-        ResultsError naming a damaged records file or a point held twice."""
-        for path, problem in self.damaged.items():
-            raise ResultsError(f"{path} is not a whole records file: it {problem}; delete it and run the sweep "
-                               "again to retrain its points.")
-        if not self.whole:
+        """The rows of the cells analysis can use: complete and trusted, within the spec (without a
+        kept spec, every row of trusted cells); `left_out` names the others and why."""
+        cells = [t for t in self.whole.values() if self.trusted(t["cell_id"].iloc[0])]
+        if not cells:
             return pd.DataFrame(columns=list(RECORD_COLUMNS))
-        table = pd.concat(self.whole.values(), ignore_index=True)
-        twice = table[table.assign(beta=table["beta"].astype("float64")).duplicated(POINT_KEY, keep=False)]
-        if len(twice):
-            cell = twice["cell_id"].iloc[0]
-            files = ", ".join(p.name for p, rows in self.whole.items() if (rows["cell_id"] == cell).any())
-            raise ResultsError(f"cell {cell} of {self.name} holds a point in two records files ({files}); delete "
-                               "the extra file and run the sweep again.")
+        table = pd.concat(cells, ignore_index=True)
         if self.spec is None:
             return table
         complete = [cell.cell_id for cell, need in self.needs.items() if need.complete]
         table = table[table["cell_id"].isin(complete)]
         return table[self.in_spec(table)].reset_index(drop=True)
 
-    def incomplete(self) -> list[str]:
-        """A line per cell of the spec with points still to train."""
+    def left_out(self) -> list[str]:
+        """A line per cell (or file) analysis leaves out, with why and what to do."""
         lines = []
+        for path, problem in self.damaged_files(None).items():
+            lines.append(f"{self.name}: records file {path.name} {problem}; it is no cell of the spec (the next run "
+                         f"moves it to {self.name}/damaged/)")
         for cell, need in self.needs.items():
+            where = f"{self.name}: {cell.cell_id}"
+            for path, problem in self.damaged_files(cell.cell_id).items():
+                lines.append(f"{where}: records file {path.name} {problem} (the next run moves it aside and "
+                             "retrains its points)")
+            if cell.cell_id in self.doubled:
+                lines.append(f"{where}: a point is held in two records files ({', '.join(self.doubled[cell.cell_id])}"
+                             "; merged results folders?): keep one of them, move the other out of records/")
             if need.waits:
-                lines.append(f"{self.name}: {cell.cell_id}: a patch waiting for its source to finish (run the "
-                             "sweep again to train it)")
+                lines.append(f"{where}: a patch waiting for its source to finish (run the sweep again to train it)")
             elif need.missing:
                 total = len(region_points(self.spec, cell, need.region))
-                lines.append(f"{self.name}: {cell.cell_id}: {total - len(need.missing)} of {total} points (run "
-                             "the sweep again to train the rest)")
+                lines.append(f"{where}: {total - len(need.missing)} of {total} points (run the sweep again to train "
+                             "the rest)")
         return lines
 
     def outcomes(self) -> dict[CellConfig, pd.DataFrame]:
@@ -282,11 +328,20 @@ def read_state(results: str | Path, sweep: str, spec: SweepSpec | None = None) -
     """A sweep's state, judged against `spec` (default: its kept spec; None when it kept none)."""
     state = SweepState(sweep, spec if spec is not None else kept_spec(results, sweep))
     for path in sorted(records_dir(results, sweep).glob("*.parquet")):
-        problem = file_problem(path)
+        rows, problem = read_records_file(path, sweep)
         if problem:
             state.damaged[path] = problem
         else:
-            state.whole[path] = pd.read_parquet(path)
+            state.whole[path] = rows
+    files = {}
+    for path, rows in state.whole.items():
+        files.setdefault(rows["cell_id"].iloc[0], []).append((path, rows))
+    for cell_id, held in files.items():
+        points = pd.concat([rows[POINT_COLUMNS].assign(beta=rows["beta"].astype("float64"), file=path.name)
+                            for path, rows in held], ignore_index=True)
+        twice = points[points.duplicated(POINT_COLUMNS, keep=False)]
+        if len(twice):
+            state.doubled[cell_id] = sorted(set(twice["file"]))
     if state.spec is not None:
         state.needs = needs(state.spec, state.outcomes())
     return state
@@ -301,17 +356,17 @@ def sweeps(results: Path) -> list[str]:
 
 
 def load_records(results: str | Path = "results", sweep: str | None = None) -> pd.DataFrame:
-    """Every record of every complete cell under `results` (or of one sweep), one row per point
-    (README, "Reading a sweep"): the points of the sweep's spec (its cells, seeds and grid, and the
-    extension points `grid.extend` added); records kept from values since removed from the spec stay
-    on disk but are left out. Cells with points still to train are left out too (`incomplete_cells`
-    names them); a damaged records file, or a point held twice, is a ResultsError naming it."""
+    """Every record analysis can use under `results` (or of one sweep), one row per point (README,
+    "Reading a sweep"): the points of the sweep's spec (its cells, seeds and grid, and the extension
+    points `grid.extend` added) in complete cells whose files can be trusted. Records kept from
+    values since removed from the spec stay on disk but are left out; so are cells with points still
+    to train, untrusted files or a point in two files, which `left_out` names with what to do."""
     return pd.concat([read_state(results, name).records() for name in _names(results, sweep)], ignore_index=True)
 
 
-def incomplete_cells(results: str | Path = "results", sweep: str | None = None) -> list[str]:
-    """One line per cell that `load_records` leaves out because some of its points have no row yet."""
-    return [line for name in _names(results, sweep) for line in read_state(results, name).incomplete()]
+def left_out(results: str | Path = "results", sweep: str | None = None) -> list[str]:
+    """One line per cell or file that `load_records` leaves out, saying why and what to do."""
+    return [line for name in _names(results, sweep) for line in read_state(results, name).left_out()]
 
 
 def _names(results: str | Path, sweep: str | None) -> list[str]:

@@ -94,7 +94,8 @@ def test_every_public_name_resolves():
         mupc_sweep.nope  # noqa: B018
 
 
-def test_api_transfer_is_what_transfer_json_prints(tmp_path):
+def test_transfer_json_holds_the_known_answer_of_a_stable_surface(tmp_path):
+    """A surface whose optimum is (0.1, 1) at every depth: regret 1, the source's optimum recommended."""
     write_sweep(tmp_path, synthetic([8, 16, 32], lambda s: 0.1, lambda s: 1.0))
     from typer.testing import CliRunner
 
@@ -103,9 +104,12 @@ def test_api_transfer_is_what_transfer_json_prints(tmp_path):
     out = CliRunner().invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path), "--json"])
     import json
 
-    (family,) = json.loads(out.stdout)["families"]
-    (report,) = mupc_sweep.transfer(mupc_sweep.load_records(tmp_path), source=8, target=32)
-    assert json.loads(json.dumps(mupc_sweep.report.finite_or_null(report.to_dict()))) == family
+    document = json.loads(out.stdout)
+    (family,) = document["families"]
+    assert (document["schema"], document["source"], document["target"], document["left_out"]) == (1, 8, 32, [])
+    assert (family["recommended_eta"], family["recommended_beta"], family["regret"]) == (0.1, 1.0, 1.0)
+    assert family["transfer_holds"] is True and family["regret_interval"] == [1.0, 1.0]
+    assert [o["size"] for o in family["optima"]] == [8, 16, 32]
 
 
 def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):

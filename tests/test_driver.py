@@ -21,9 +21,9 @@ import mupc_sweep
 from mupc_sweep import data
 from mupc_sweep.cli import app
 from mupc_sweep.driver import InProcess, plan_sweep, run_sweep
-from mupc_sweep.errors import ResultsError, SpecError
+from mupc_sweep.errors import SpecError
 from mupc_sweep.lock import SweepLocked
-from mupc_sweep.store import RECORD_COLUMNS, POINT_KEY, incomplete_cells, load_records, prepare, write_cell
+from mupc_sweep.store import RECORD_COLUMNS, POINT_KEY, left_out, load_records, prepare, write_cell
 
 SPEC = {
     "name": "tiny",
@@ -76,7 +76,7 @@ def test_run_writes_records_a_rerun_trains_nothing_and_status_tells_the_best(set
     assert snapshot(results) == before
 
     shown = invoke("status", "--results", results)
-    assert shown.exit_code == 0 and "tiny: 2/2 cells done, 8/8 points done, 0 pending" in shown.stdout
+    assert shown.exit_code == 0 and "tiny: 2/2 cells done, 8/8 points (seed, η, β) done, 0 pending" in shown.stdout
     cell = table[table.cell_id == "tanh-mupc-pc-N4-H2-T2"]
     means = cell.groupby("eta").agg(loss=("min_train_loss", "mean"), ok=("status", lambda s: (s == "ok").all()))
     best = means[means.ok].loss.idxmin()  # the grid point with every seed ok and the lowest seed-mean loss
@@ -84,7 +84,8 @@ def test_run_writes_records_a_rerun_trains_nothing_and_status_tells_the_best(set
             f"({int(means.ok.sum())}/2 grid points ok)") in shown.stdout
     files[1].unlink()
     shown = invoke("status", "--results", results)
-    assert "1/2 cells done, 4/8 points done, 4 pending" in shown.stdout and "tanh-mupc-pc-N4-H3-T3: pending" in shown.stdout
+    assert "1/2 cells done, 4/8 points (seed, η, β) done, 4 pending" in shown.stdout
+    assert "tanh-mupc-pc-N4-H3-T3: pending" in shown.stdout
     assert invoke("status", "--results", results / "none").exit_code == 2
 
 
@@ -118,7 +119,8 @@ def test_removing_values_deletes_nothing_and_analysis_follows_the_spec(setup):
     records = load_records(results)
     assert set(records.eta) == {0.1} and set(records.depth) == {2} and len(records) == 2
     shown = invoke("status", "--results", results).stdout
-    assert "tiny: 1/1 cells done, 2/2 points done, 0 pending; 6 records outside the spec (kept, not analysed)" in shown
+    assert ("tiny: 1/1 cells done, 2/2 points (seed, η, β) done, 0 pending; 6 records outside the spec (kept, not "
+            "analysed)") in shown
     assert "tanh-mupc-pc-N4-H3-T3: outside the spec: 4 records kept" in shown
 
 
@@ -170,33 +172,67 @@ def test_bad_options_name_the_option(setup, tmp_path):
     assert invoke("run", tmp_path / "nope.yaml", "--results", results).exit_code == 2 and not results.exists()
 
 
-def test_damaged_or_foreign_records_are_named_and_their_points_retrained(setup):
+def test_every_command_tells_the_same_story_about_an_untrusted_file_and_analysis_goes_on(setup):
+    """A records file that is unreadable, lacks columns, is empty, holds a point twice, was edited
+    after it was written, or belongs to another sweep: `status`, `transfer`, `plot` and
+    `load_records` name it with what to do and go on with the cells they can trust; the next `run`
+    moves it aside (nothing lost) and retrains its points."""
     spec, data_dir, results = setup
     run(SPEC, data_dir, results)
     good, bad = sorted((results / "tiny" / "records").glob("*.parquet"))
     whole = pd.read_parquet(bad)
+    edited = whole.assign(min_train_loss=whole.min_train_loss / 10)  # a hand edit through pandas
     for content, problem in [
         (None, "is not a readable records file"),
         (pd.DataFrame({"eta": [0.1], "status": ["ok"]}), "lacks the columns sweep, cell_id, dataset, activation and 20 more"),
         (whole.iloc[:0], "holds no rows"),
         (pd.concat([whole, whole]), "holds a point twice"),
+        (edited, "was edited after it was written (its checksum no longer matches its values)"),
+        (whole.assign(sweep="other"), "holds records of sweep 'other', not 'tiny'"),
     ]:
         bad.unlink(missing_ok=True)
         if content is None:
             bad.write_text("junk")
+        elif content is edited:  # pandas keeps the schema's metadata, checksum included, and rewrites the values
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(content, preserve_index=False)
+            pq.write_table(table.replace_schema_metadata(pq.read_schema(good).metadata), bad)
         else:
             content.to_parquet(bad)
-        with pytest.raises(ResultsError, match=f"{bad}.* {problem}"):
-            load_records(results)
+        records = load_records(results)
+        assert set(records.cell_id) == {"tanh-mupc-pc-N4-H2-T2"}, problem  # the trusted cell goes on
+        line = f"tiny: tanh-mupc-pc-N4-H3-T3: records file {bad.name} {problem}"
+        assert any(l.startswith(line) for l in left_out(results)), (problem, left_out(results))
         shown = invoke("status", "--results", results)
-        assert shown.exit_code == 0 and "1/2 cells done, 4/8 points done, 4 pending" in shown.stdout
-        assert f"records file damaged, incomplete or not this tool's: {bad.name}" in shown.stdout
+        assert shown.exit_code == 0 and "tiny: 1/2 cells done, 4/8 points (seed, η, β) done, 4 pending" in shown.stdout
+        assert f"records file {bad.name} {problem}" in shown.stdout
+        assert "(the next run moves it aside and retrains its points)" in shown.stdout
+        told = invoke("transfer", "--from", "2", "--to", "3", "--results", results)
+        assert told.exit_code == 2 and "Error: --axis: the records vary no depths" in told.stderr  # H = 3 is out
+        assert f"left out: {line}" in told.stderr
+        plotted = invoke("plot", "--results", results)
+        assert plotted.exit_code == 0 and f"left out, not drawn: {line}" in plotted.stderr
     rerun = run(SPEC, data_dir, results)
-    assert rerun.trained == 4 and len(load_records(results)) == 8  # the damaged file is gone, its points retrained
+    assert rerun.trained == 4 and len(load_records(results)) == 8  # the untrusted file moved aside, its points retrained
+    assert (results / "tiny" / "damaged" / bad.name).exists()
     (results / "tiny" / "spec.yaml").write_text("spec_hash: [")
     result = invoke("run", spec, "--results", results, "--data-dir", data_dir, "--in-process")
     assert result.exit_code == 2 and f"{results / 'tiny' / 'spec.yaml'} is unreadable" in result.stderr
     assert "--restart" in result.stderr and "tiny: unreadable spec.yaml" in invoke("status", "--results", results).stdout
+
+
+def test_a_stray_file_of_no_cell_is_named_and_blocks_nothing(setup):
+    spec, data_dir, results = setup
+    run(SPEC, data_dir, results)
+    (results / "tiny" / "records" / "relu-sp-pc-N9-H9-T9.parquet").write_bytes(b"random bytes")
+    shown = invoke("status", "--results", results).stdout
+    assert "tiny: 2/2 cells done" in shown and "records file relu-sp-pc-N9-H9-T9.parquet is not a readable" in shown
+    assert len(load_records(results)) == 8
+    assert any("relu-sp-pc-N9-H9-T9.parquet" in line for line in left_out(results))
+    run(SPEC, data_dir, results)
+    assert (results / "tiny" / "damaged" / "relu-sp-pc-N9-H9-T9.parquet").exists() and not left_out(results)
 
 
 def test_records_without_their_kept_spec_are_refused_unless_restarted(setup):
@@ -226,7 +262,7 @@ def test_a_failing_trial_is_retried_noted_and_the_others_still_run(setup, monkey
     outcome = run(SPEC, data_dir, results)
     assert attempts.count(3) == 3 and attempts.count(2) == 1  # tried, then retried twice
     assert list(outcome.failed.values()) == ["FloatingPointError: boom"] and not outcome.complete
-    assert outcome.incomplete == ["tiny: tanh-mupc-pc-N4-H3-T3: 0 of 4 points (run the sweep again to train the rest)"]
+    assert outcome.left_out == ["tiny: tanh-mupc-pc-N4-H3-T3: 0 of 4 points (run the sweep again to train the rest)"]
     assert set(outcome.records.depth) == {2}
     shown = invoke("status", "--results", results).stdout
     assert "tanh-mupc-pc-N4-H3-T3: pending; failed: FloatingPointError: boom (a rerun retries it)" in shown
@@ -316,7 +352,7 @@ def test_a_transfer_sweep_trains_the_grid_at_the_source_patches_above_and_resume
     source_files = snapshot(results / "tiny" / "records")
     assert len(source_files) == 1
     shown = invoke("status", "--results", results).stdout
-    assert "tiny: 1/3 cells done, 16/34 points done, 18 pending; 2 cells are patches (transfer sweep)" in shown
+    assert "tiny: 1/3 cells done, 16/34 points (seed, η, β) done, 18 pending; 2 cells are patches (transfer sweep)" in shown
     assert "tanh-mupc-pc-N4-H2-T2: [source] best" in shown and "tanh-mupc-pc-N4-H4-T4: [patch] pending" in shown
     resumed = run(TRANSFER, data_dir, results)
     assert resumed.complete and all(snapshot(results / "tiny" / "records")[n] == b for n, b in source_files.items())
@@ -355,17 +391,21 @@ def test_partial_cells_are_left_out_of_the_records_and_named(setup):
         f.unlink()
     records = load_records(results)
     assert set(records.cell_id) == {"tanh-mupc-pc-N4-H2-T2"} and len(records) == 4
-    assert incomplete_cells(results) == [
+    assert left_out(results) == [
         "tiny: tanh-mupc-pc-N4-H3-T3: 2 of 4 points (run the sweep again to train the rest)"]
     shown = invoke("status", "--results", results)
-    assert "1/2 cells done, 6/8 points done, 2 pending" in shown.stdout
+    assert "1/2 cells done, 6/8 points (seed, η, β) done, 2 pending" in shown.stdout
     assert "tanh-mupc-pc-N4-H3-T3: 2/4 points done, 2 pending" in shown.stdout
     plotted = invoke("plot", "--results", results)
-    assert plotted.exit_code == 0 and "incomplete, not drawn: tiny: tanh-mupc-pc-N4-H3-T3: 2 of 4" in plotted.stderr
+    assert plotted.exit_code == 0 and "left out, not drawn: tiny: tanh-mupc-pc-N4-H3-T3: 2 of 4" in plotted.stderr
     twice = outcome.records[outcome.records.cell_id == "tanh-mupc-pc-N4-H2-T2"].iloc[:1]
-    write_cell(results, "tiny", "tanh-mupc-pc-N4-H2-T2", twice.drop(columns=["sweep", "cell_id"]), stem="extra")
-    with pytest.raises(ResultsError, match="holds a point in two records files"):
-        load_records(results)
+    write_cell(results, "tiny", "tanh-mupc-pc-N4-H2-T2", twice.drop(columns=["sweep", "cell_id"]),
+               stem="tanh-mupc-pc-N4-H2-T2.copy")  # a copy from a merged results folder
+    assert load_records(results).empty  # neither cell can be analysed now; both say why
+    seed, eta = int(twice.seed.iloc[0]), float(twice.eta.iloc[0])
+    assert (f"tiny: tanh-mupc-pc-N4-H2-T2: a point is held in two records files (tanh-mupc-pc-N4-H2-T2.copy.parquet, "
+            f"tanh-mupc-pc-N4-H2-T2.s{seed}-e{eta!r}-b0.5.parquet; merged results folders?)") in left_out(results)[0]
+    assert "a point is held in two records files" in invoke("status", "--results", results).stdout
 
 
 def test_prepare_removes_damaged_files_and_old_failure_notes(setup):

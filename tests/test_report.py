@@ -34,13 +34,13 @@ def test_text_holds_the_verdict_line_worked_by_hand():
     assert lines[0] == "mnist tanh mupc pc, width 512: depth 8 -> 32"
     # every seed's loss is the same factor of the mean at every point, so every resample agrees: 1.000–1.000
     assert lines[1] == ("  verdict at depth 32: zero-shot regret 1.000 (90 % seed-bootstrap interval 1.000–1.000): "
-                        "transfer holds (regret ≤ 1.1); optima coincide")
+                        "transfer holds (it holds where the regret is at most 1.1); optima coincide")
     # η* moves from 0.1 at depth 8 to 0.01 at 32: the source's optimum is one decade off, loss 10^(1²) = 10× the best
     moved = synthetic([8, 32], lambda s: 0.1 if s == 8 else 0.01, lambda s: 1.0)
     (report,) = analysis.transfer(moved, source=8, target=32)
     assert report.text().splitlines()[1] == (
         "  verdict at depth 32: zero-shot regret 10.000 (90 % seed-bootstrap interval 10.000–10.000): "
-        "transfer does NOT hold (regret ≤ 1.1); optima differ")
+        "transfer does NOT hold (it holds where the regret is at most 1.1); optima differ")
 
 
 def test_text_is_what_the_command_line_prints(tmp_path):
@@ -54,7 +54,7 @@ def test_text_is_what_the_command_line_prints(tmp_path):
 
 def test_markdown_has_the_verdict_and_a_table_of_the_optima():
     markdown = stable_report()._repr_markdown_()
-    assert "transfer holds (regret ≤ 1.1)" in markdown and "recommended η = 0.1, β = 1" in markdown
+    assert "transfer holds (it holds where the regret is at most 1.1)" in markdown and "recommended η = 0.1, β = 1" in markdown
     table = [line for line in markdown.splitlines() if line.startswith("|")]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in table]
     assert cells[0][:3] == ["depth", "grid optimum", "min loss"] and set(cells[1]) == {"---"}
@@ -89,13 +89,14 @@ def test_transfer_document_is_strict_json_that_says_source_and_target():
     records.loc[at_8 & (records.eta == 0.1), "min_train_loss"] = 0.0100 * np.array([1.1, 0.9, 1.0, 1.0]) + 1e-6
     records.loc[(records.depth == 16) & (records.eta == 0.05) & (records.beta == 1.0), "status"] = "diverged"
     reports = analysis.transfer(records, source=8, target=16)
-    document = transfer_document(reports, axis="depth", source=8, target=16, incomplete_cells=["toy: c: 1 of 2 points"])
+    document = transfer_document(reports, axis="depth", source=8, target=16, left_out=["toy: c: 1 of 2 points"])
     back = json.loads(json.dumps(document, allow_nan=False))
-    assert {k: back[k] for k in ("schema", "axis", "source", "target", "incomplete_cells")} == {
-        "schema": 1, "axis": "depth", "source": 8, "target": 16, "incomplete_cells": ["toy: c: 1 of 2 points"]}
+    assert {k: back[k] for k in ("schema", "axis", "source", "target", "left_out")} == {
+        "schema": 1, "axis": "depth", "source": 8, "target": 16, "left_out": ["toy: c: 1 of 2 points"]}
     assert "from" not in back and "to" not in back
     (family,) = back["families"]
-    assert family["source"] == 8 and family["target"] == 16 and family["regret_interval"][1] is None
+    assert family["source"] == 8 and family["target"] == 16 and family["regret_interval"][1] == "inf"
+    assert float(family["regret_interval"][1]) == float("inf")  # an unbounded interval, never read as a missing one
     assert len(family["source_surface"]) == 4 * 6 and family["target_patch"] is None
 
 
