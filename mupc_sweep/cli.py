@@ -211,13 +211,15 @@ def run(
     except Error as error:
         raise fail(error, RUN_FLAGS) from None
     except KeyboardInterrupt:
-        typer.echo("Interrupted before training began; nothing was written that a rerun would not redo. Run the "
-                   "same command again to train the sweep.", err=True)
+        typer.echo(f"Interrupted. Every trial that finished is kept under {results}/ (`mupc-sweep status --results "
+                   f"{results}` shows them); run the same command again to train the rest.", err=True)
         raise typer.Exit(code=130) from None
     if not outcome.complete:
         failed = (f" ({len(outcome.failed)} trials failed, noted in {outcome.results / outcome.sweep / 'failed'})"
                   if outcome.failed else "")
-        typer.echo(f"{len(outcome.incomplete)} cells are not done{failed}; run the same command again to train "
+        for line in outcome.left_out:
+            typer.echo(f"left out: {line}", err=True)
+        typer.echo(f"{len(outcome.left_out)} cells are not done{failed}; run the same command again to train "
                    "them.", err=True)
         raise typer.Exit(code=1)
 
@@ -245,28 +247,32 @@ def plot(
     results: Results = Path("results"),
     axis: Annotated[str | None, typer.Option(help="depth or width (default: the one the sweep varies most)")] = None,
     sweep: Annotated[str | None, typer.Option(help="only this sweep")] = None,
+    format: Annotated[str, typer.Option("--format", help="png, pdf or svg")] = "png",
+    dpi: Annotated[int, typer.Option(help="pixels per inch of a PNG")] = 200,
 ) -> None:
-    """Draw transfer contours (Fig. 5), loss-against-rate and test-accuracy curves (Fig. 1).
+    """Draw transfer contours (Fig. 5), loss against the rates, test accuracy (Fig. 1) and train-loss curves.
 
-    The PNGs go to RESULTS/<sweep>/plots/; accuracy curves where evaluations were kept.
+    The files (PNG, or --format pdf or svg) go to RESULTS/<sweep>/plots/; accuracy and train-loss
+    curves where curves were kept.
 
-    Example: mupc-sweep plot --results results --sweep paper-depth
+    Example: mupc-sweep plot --results results --sweep paper-depth --format pdf
     """
-    from .plots import figures, save_figure
-    from .store import incomplete_cells, load_curves, load_records, sweeps
+    from .plots import check_output, figures, save_figure
+    from .store import left_out, load_curves, load_records, sweeps
 
     try:
+        check_output(format, dpi)
         drawn = {}
         for name in [sweep] if sweep else sweeps(results) or [None]:
-            for line in incomplete_cells(results, name):
-                typer.echo(f"incomplete, not drawn: {line}", err=True)
+            for line in left_out(results, name):
+                typer.echo(f"left out, not drawn: {line}", err=True)
             for stem, figure in figures(load_records(results, name), axis=axis,
                                         curves=load_curves(results, name)).items():
-                drawn[Path(results) / name / "plots" / f"{stem}.png"] = figure
+                drawn[Path(results) / name / "plots" / f"{stem}.{format}"] = figure
     except Error as error:
-        raise fail(error) from None
+        raise fail(error, {"format": "--format", "dpi": "--dpi"}) from None
     for path, figure in drawn.items():
-        typer.echo(str(save_figure(figure, path)))
+        typer.echo(str(save_figure(figure, path, dpi=dpi)))
 
 
 @app.command()
@@ -284,21 +290,24 @@ def transfer(
     """
     from .analysis import transfer as recommend
     from .report import transfer_document
-    from .store import incomplete_cells, load_records
+    from .store import left_out, load_records
 
+    partial: list[str] = []
     try:
+        partial = left_out(results, sweep)
         reports = recommend(load_records(results, sweep), source=source, target=target, axis=axis)
-        partial = incomplete_cells(results, sweep)
     except Error as error:
+        for line in partial:  # what analysis could not use may be why it has nothing to say
+            typer.echo(f"left out: {line}", err=True)
         raise fail(error, {"source": "--from", "target": "--to"}) from None
     if as_json:
-        document = transfer_document(reports, axis=axis, source=source, target=target, incomplete_cells=partial)
+        document = transfer_document(reports, axis=axis, source=source, target=target, left_out=partial)
         typer.echo(json.dumps(document, allow_nan=False))
         return
     for report in reports:
         typer.echo(report.text())
     for line in partial:
-        typer.echo(f"incomplete, left out: {line}")
+        typer.echo(f"left out: {line}")
 
 
 DIAGNOSE_FLAGS = {**_options("activation", "batch_size", "spectrum_examples", "eta", "beta", "lanczos_steps", "name",

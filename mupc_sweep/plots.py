@@ -1,6 +1,7 @@
 """Figures from records and seed-mean surfaces (`analysis.surfaces`): each function draws and returns
 a `matplotlib.figure.Figure`. Nothing here touches pyplot or the backend, so figures show inline in a
-notebook and the command line saves them (`save_figure`)."""
+notebook and the command line saves them (`save_figure`). Every title and label names things in words
+(`words`): "μPC", "ReLU", "Fashion-MNIST", "H = 8"."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import patheffects
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
@@ -19,7 +20,9 @@ from matplotlib.ticker import NullLocator
 
 from .analysis import (
     Axis,
+    Optimum,
     check_axis,
+    check_varied,
     families,
     family_grid,
     family_records,
@@ -32,6 +35,7 @@ from .analysis import (
     varied_axis,
 )
 from .atomic import write_atomic
+from .checks import check_choice, check_int
 
 OPTIMUM_GID = "optimum"
 FAILED_GID = "failed"
@@ -40,14 +44,52 @@ EDGE_GID = "stability edge"
 SURFACE_GID = "surface"  # the coloured squares: one per measured valid grid point
 PATCH_GID = "patch"  # the outline of a size's measured patch of the grid
 EXTENSION_GID = "extension"
+NEIGHBOUR_GID = "neighbour"  # a train-loss curve at a grid neighbour of a size's optimum
 SHOWN_PROBABILITY = 0.05  # bootstrap optima less likely than this are not drawn
 LABELLED_PROBABILITY = 0.15  # nor labelled with their percentage below this
 EDGE_COLOUR = "orange"
 UNMEASURED_COLOUR = "0.85"  # the panels' background: no colour where no valid point was measured
+FAILED_LABEL = "a seed diverged or stopped"
+BAND_LABEL = "± seed std"
+NO_VALID = "no point with every seed ok"
+FORMATS = ("png", "pdf", "svg")
+DPI = 200
+
+# record values as figures name them; a value not listed is shown as it is
+WORDS = {
+    "dataset": {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"},
+    "activation": {"tanh": "Tanh", "relu": "ReLU", "linear": "Linear"},
+    "param": {"mupc": "μPC", "sp": "SP"},
+    "algorithm": {"pc": "PC", "bp": "BP"},
+}
+SYMBOLS = {"width": "N", "depth": "H", "inference_steps": "T", "eta": "η", "beta": "β"}
 
 
-def _title(width: int, depth: int) -> str:
-    return f"N = {width}, H = {depth}"
+def words(column: str, value: object) -> str:
+    """A record value as a figure names it: `words("param", "mupc")` is "μPC", `words("depth", 8)`
+    is "H = 8", `words("inference_steps", "H")` is "T = H", `words("eta", 0.1)` is "η = 0.1"."""
+    if column in SYMBOLS:
+        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        return f"{SYMBOLS[column]} = {value:g}" if number else f"{SYMBOLS[column]} = {value}"
+    return WORDS.get(column, {}).get(value, str(value))
+
+
+def family_title(family: pd.DataFrame, axis: Axis) -> str:
+    """What a family is, in words: "μPC, Tanh, MNIST (PC, N = 512, T = H)" for a depth family."""
+    row = family.iloc[0]
+    fixed = other_axis(axis)
+    settings = [words("algorithm", row.algorithm), words(fixed, int(row[fixed]))]
+    if "inference_steps" in family and row.algorithm == "pc":
+        if (family.inference_steps == family.depth).all():
+            settings.append(words("inference_steps", "H"))
+        elif family.inference_steps.nunique() == 1:
+            settings.append(words("inference_steps", int(row.inference_steps)))
+    return (f"{words('param', row.param)}, {words('activation', row.activation)}, {words('dataset', row.dataset)} "
+            f"({', '.join(settings)})")
+
+
+def _rates(eta: float, beta: float | None) -> str:
+    return words("eta", eta) + ("" if beta is None else f", {words('beta', beta)}")
 
 
 def contour_figure(
@@ -55,7 +97,7 @@ def contour_figure(
 ) -> Figure:
     """Fig. 5: one panel per size along `axis`, every panel on the family's grid (the η and β values
     measured at any size); x = β, y = η (log). Each measured valid point is a square coloured by
-    log10 seed-mean min train loss, one scale for all panels; grey where no valid point was
+    seed-mean min train loss on one log colour scale for all panels; grey where no valid point was
     measured; ✕ points where a seed diverged or stopped; ★ the optimum; a size that measured a
     patch of the grid has it outlined; ◇ extension points (grid.extend). With `probability`
     (`analysis.optimum_probabilities`), white rings around the grid points the seed bootstrap makes
@@ -68,15 +110,15 @@ def contour_figure(
     fig = Figure(figsize=(3.4 * len(sizes) + 1.2, 3.8), layout="constrained")
     axes = fig.subplots(1, len(sizes), sharey=True, squeeze=False)
     valid = family[family["valid"]]
-    log_loss = np.log10(valid["loss_mean"].to_numpy(float).clip(min=1e-12))
-    norm = Normalize(vmin=float(log_loss.min()), vmax=float(log_loss.max())) if len(log_loss) else Normalize(0, 1)
+    losses = valid["loss_mean"].to_numpy(float).clip(min=1e-12)
+    norm = LogNorm(vmin=float(losses.min()), vmax=float(losses.max())) if len(losses) else LogNorm(0.1, 1)
     patches = extensions = unmeasured = False
     for ax, size in zip(axes[0], sizes):
         surface = family[family[axis] == size]
         i, j = np.searchsorted(etas, surface["eta"]), np.searchsorted(betas, surface["beta"].to_numpy(float))
         ok = surface["valid"].to_numpy(bool)
         z = np.full((len(etas), len(betas)), np.nan)  # (η, β), NaN where no valid point was measured
-        z[i[ok], j[ok]] = np.log10(surface["loss_mean"].to_numpy(float)[ok].clip(min=1e-12))
+        z[i[ok], j[ok]] = surface["loss_mean"].to_numpy(float)[ok].clip(min=1e-12)
         ax.pcolormesh(beta_bounds, eta_bounds, np.ma.masked_invalid(z), norm=norm, cmap="viridis", gid=SURFACE_GID)
         unmeasured = unmeasured or len(surface) < len(etas) * len(betas)
         if is_patch(surface, family):
@@ -102,14 +144,13 @@ def contour_figure(
         if best is not None:
             ax.plot([best.beta], [best.eta], marker="*", ms=16, color="white", markeredgecolor="k", gid=OPTIMUM_GID,
                     linestyle="none", zorder=5)
-        row = surface.iloc[0]
-        ax.set(xscale="log", yscale="log", xlabel="β (activity lr)", title=_title(int(row.width), int(row.depth)))
+        ax.set(xscale="log", yscale="log", xlabel="activity learning rate β", title=words(axis, int(size)))
         ax.set_facecolor(UNMEASURED_COLOUR)  # failed or unmeasured regions never look like good ones
         _grid_ticks(ax, betas, etas, beta_bounds, eta_bounds)
-    axes[0][0].set_ylabel("η (weight lr)")
+    axes[0][0].set_ylabel("weight learning rate η")
     markers = [
         Line2D([], [], marker="*", ms=12, color="white", markeredgecolor="k", linestyle="none", label="optimum"),
-        Line2D([], [], marker="x", color="red", linestyle="none", label="diverged / no learning (any seed)"),
+        Line2D([], [], marker="x", color="red", linestyle="none", label=FAILED_LABEL),
     ]
     if unmeasured:
         markers.append(Rectangle((0, 0), 1, 1, facecolor=UNMEASURED_COLOUR, label="not measured"))
@@ -128,8 +169,8 @@ def contour_figure(
     fig.legend(handles=markers, loc="outside lower center", ncols=min(len(markers), len(sizes)), fontsize=8,
                frameon=False)
     mappable = ScalarMappable(norm=norm, cmap="viridis")
-    fig.colorbar(mappable, ax=axes[0].tolist(), label="log10 min train loss (seed mean)")
-    fig.suptitle(_family_title(family, axis))
+    fig.colorbar(mappable, ax=axes[0].tolist(), label="min train loss (seed mean)")
+    fig.suptitle(f"{family_title(family, axis)}: transfer across {axis}")
     return fig
 
 
@@ -179,67 +220,193 @@ def _grid_ticks(ax, xs: np.ndarray, ys: np.ndarray, x_bounds: np.ndarray, y_boun
 
 def transfer_figure(family: pd.DataFrame, axis: Axis) -> Figure:
     """μP-style transfer: seed-mean min loss against η (at each size's best β) and against β (at its
-    best η), one line per size, ± seed std as error bars, each line's optimum marked."""
+    best η), one line per size through its valid points, ± seed std as error bars, ★ at each size's
+    optimum; ✕ in the line's colour at the foot of the panel (one row per size) at each rate on its
+    line where a seed diverged or stopped. A size with no valid point is named in the legend."""
     uses_beta = family["algorithm"].iloc[0] == "pc"
-    fig = Figure(figsize=(11 if uses_beta else 5.5, 4))
-    axes = fig.subplots(1, 2 if uses_beta else 1, squeeze=False)
-    colours = _colours(family[axis].nunique())
-    for colour, (size, surface) in zip(colours, family.groupby(axis)):
+    fig = Figure(figsize=(10 if uses_beta else 5.5, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2 if uses_beta else 1, squeeze=False)[0]
+    sizes = sorted(family[axis].unique())
+    handles = []
+    failures = False
+    for row, (colour, size) in enumerate(zip(_colours(len(sizes)), sizes)):
+        surface = family[family[axis] == size]
         best = optimum(surface, int(size))
         if best is None:
+            handles.append(Line2D([], [], marker="x", color=colour, linestyle="none",
+                                  label=f"{words(axis, int(size))}: {NO_VALID}"))
             continue
-        panels = [(axes[0][0], "eta", "beta", best.beta), (axes[0][-1], "beta", "eta", best.eta)]
+        handles.append(Line2D([], [], color=colour, marker="o", ms=3, label=words(axis, int(size))))
+        panels = [(axes[0], "eta", "beta", best.beta), (axes[-1], "beta", "eta", best.eta)]
         for ax, rate, fixed, value in panels[: 1 + uses_beta]:
-            on_line = surface["valid"] & (True if value is None else np.isclose(surface[fixed], value))
-            line = surface[on_line].sort_values(rate)
-            ax.errorbar(line[rate].to_numpy(float), line["loss_mean"], yerr=line["loss_std"], color=colour,
-                        marker="o", ms=3, capsize=2, label=f"{axis} {size}")
+            line = surface if value is None else surface[np.isclose(surface[fixed].to_numpy(float), value)]
+            ok = line[line["valid"]].sort_values(rate)
+            ax.errorbar(ok[rate].to_numpy(float), ok["loss_mean"], yerr=ok["loss_std"], color=colour,
+                        marker="o", ms=3, capsize=2)
             ax.plot([getattr(best, rate)], [best.loss], marker="*", ms=14, color=colour, markeredgecolor="k",
                     gid=OPTIMUM_GID, linestyle="none")
-    axes[0][0].set(xscale="log", yscale="log", xlabel="η (weight lr)", ylabel="min train loss (seed mean)",
-                   title="at each size's best β" if uses_beta else "")
+            failed = line[~line["valid"]][rate].to_numpy(float)
+            if len(failed):
+                failures = True
+                ax.plot(failed, np.full(len(failed), 0.04 + 0.05 * row), transform=ax.get_xaxis_transform(),
+                        marker="x", ms=7, mew=1.8, color=colour, linestyle="none", gid=FAILED_GID)
+    axes[0].set(xscale="log", yscale="log", xlabel="weight learning rate η", ylabel="min train loss (seed mean)",
+                title="at each size's best β" if uses_beta else "")
     if uses_beta:
-        axes[0][1].set(xscale="log", yscale="log", xlabel="β (activity lr)", title="at each size's best η")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(_family_title(family, axis))
-    fig.tight_layout()
+        axes[1].set(xscale="log", yscale="log", xlabel="activity learning rate β", title="at each size's best η")
+    handles += [Line2D([], [], marker="*", ms=12, color="0.6", markeredgecolor="k", linestyle="none",
+                       label="optimum"),
+                Line2D([], [], marker="|", ms=12, mew=1.5, color="0.4", linestyle="none",
+                       label=f"error bars: {BAND_LABEL}")]
+    if failures:
+        handles.append(Line2D([], [], marker="x", mew=1.8, color="0.4", linestyle="none", label=FAILED_LABEL))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
+    fig.suptitle(f"{family_title(family, axis)}: transfer across {axis}")
     return fig
+
+
+def _cell_curves(curves: pd.DataFrame, cell: pd.Series) -> pd.DataFrame:
+    """The curves of one cell: `cell` is a row of its surface."""
+    keep = np.ones(len(curves), bool)
+    for column in ("dataset", "activation", "param", "algorithm", "width", "depth", "inference_steps"):
+        if column in curves and column in cell:
+            keep &= (curves[column] == cell[column]).to_numpy()
+    return curves[keep]
+
+
+def _point_curves(cell_curves: pd.DataFrame, eta: float, beta: float | None) -> pd.DataFrame:
+    """The curves of one (η, β) point of a cell's curves, every seed."""
+    at_eta = np.isclose(cell_curves["eta"].to_numpy(float), eta)
+    betas = cell_curves["beta"].astype("float64").to_numpy()
+    return cell_curves[at_eta & (np.isnan(betas) if beta is None else np.isclose(betas, beta))]
 
 
 def accuracy_figure(family: pd.DataFrame, curves: pd.DataFrame, axis: Axis) -> Figure | None:
     """Fig. 1 style: test accuracy against step, one line per size at that size's optimum (η, β),
-    mean over seeds with ± std shaded. None if the curves hold no evaluation for this family."""
-    fig = Figure(figsize=(6, 4))
+    mean over seeds with ± seed std shaded (named in the legend); a size with no valid point is named
+    in the legend. None if the curves hold no evaluation for this family."""
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.subplots()
-    colours = _colours(family[axis].nunique())
+    sizes = sorted(family[axis].unique())
+    handles = []
     drawn = 0
-    for colour, (size, surface) in zip(colours, family.groupby(axis)):
+    for colour, size in zip(_colours(len(sizes)), sizes):
+        surface = family[family[axis] == size]
         best = optimum(surface, int(size))
         if best is None:
+            handles.append(Line2D([], [], marker="x", color=colour, linestyle="none",
+                                  label=f"{words(axis, int(size))}: {NO_VALID}"))
             continue
-        row = surface.iloc[0]
-        mine = curves[
-            (curves.width == row.width) & (curves.depth == row.depth) & (curves.activation == row.activation)
-            & (curves.param == row.param) & (curves.algorithm == row.algorithm) & (curves.dataset == row.dataset)
-            & np.isclose(curves.eta, best.eta) & curves.test_acc.notna()
-            & (curves.beta.isna() if best.beta is None else np.isclose(curves.beta.astype("float64"), best.beta))
-        ]
-        if "inference_steps" in curves:
-            mine = mine[mine.inference_steps == row.inference_steps]
+        mine = _point_curves(_cell_curves(curves, surface.iloc[0]), best.eta, best.beta)
+        mine = mine[mine["test_acc"].notna()]
         if mine.empty:
             continue
         by_step = mine.groupby("step")["test_acc"].agg(["mean", "std"]).fillna({"std": 0.0})
-        ax.plot(by_step.index, by_step["mean"], color=colour, marker="o", ms=3, gid=f"{axis}={size}",
-                label=f"{axis} {size} (η {best.eta:g}" + (f", β {best.beta:g})" if best.beta is not None else ")"))
+        (line,) = ax.plot(by_step.index, by_step["mean"], color=colour, marker="o", ms=3, gid=f"{axis}={size}",
+                          label=f"{words(axis, int(size))} ({_rates(best.eta, best.beta)})")
         ax.fill_between(by_step.index, by_step["mean"] - by_step["std"], by_step["mean"] + by_step["std"],
-                        color=colour, alpha=0.2)
+                        color=colour, alpha=0.2, linewidth=0)
+        handles.append(line)
         drawn += 1
     if not drawn:
         return None
-    ax.set(xlabel="training step", ylabel="test accuracy (%)", title=_family_title(family, axis))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    handles.append(Rectangle((0, 0), 1, 1, facecolor="0.5", alpha=0.3, label=BAND_LABEL))
+    ax.set(xlabel="training step", ylabel="test accuracy (%)")
+    ax.legend(handles=handles, fontsize=8, title="at each size's optimum", title_fontsize=8)
+    fig.suptitle(f"{family_title(family, axis)}: test accuracy")
     return fig
+
+
+def _neighbours(
+    surface: pd.DataFrame, etas: np.ndarray, betas: np.ndarray, best: Optimum
+) -> list[tuple[int, pd.Series]]:
+    """(direction, surface row) of the optimum (0) and of the grid points one step from it that this
+    size measured: lower η (1) and higher η (2) at its β, lower β (3) and higher β (4) at its η."""
+    i = int(np.searchsorted(etas, best.eta))
+    j = 0 if best.beta is None else int(np.searchsorted(betas, best.beta))
+    offsets = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)][: 3 if best.beta is None else 5]
+    out = []
+    for direction, (di, dj) in enumerate(offsets):
+        if not (0 <= i + di < len(etas) and (best.beta is None or 0 <= j + dj < len(betas))):
+            continue
+        at = np.isclose(surface["eta"].to_numpy(float), etas[i + di])
+        if best.beta is not None:
+            at &= np.isclose(surface["beta"].to_numpy(float), betas[j + dj])
+        if at.any():
+            out.append((direction, surface[at].iloc[0]))
+    return out
+
+
+def curves_figure(family: pd.DataFrame, curves: pd.DataFrame, axis: Axis) -> Figure | None:
+    """Train loss against step, one panel per size: at the size's optimum (bold black) and at its grid
+    neighbours (one step in η at its β, one in β at its η; thin, labelled by their (η, β)), each the
+    mean over seeds where every seed has a finite loss, ± seed std shaded (on the log axis the band's
+    lower edge is cut at a tenth of the mean, and the legend says so where it is), log y. A point
+    where a seed diverged or stopped is dashed and ends in ✕ where its first seed stopped. None if
+    the curves hold no train loss for this family."""
+    sizes = sorted(family[axis].unique())
+    etas, betas = family_grid(family)
+    fig = Figure(figsize=(3.3 * len(sizes) + 0.7, 4.8), layout="constrained")
+    axes = fig.subplots(1, len(sizes), sharey=True, squeeze=False)[0]
+    colours = ["k", *matplotlib.colormaps["tab10"]([0, 1, 2, 3])]  # by `_neighbours`' direction
+    drawn = failures = cut = False
+    for ax, size in zip(axes, sizes):
+        surface = family[family[axis] == size]
+        ax.set(title=words(axis, int(size)), xlabel="training step", yscale="log")
+        best = optimum(surface, int(size))
+        if best is None:
+            ax.text(0.5, 0.5, NO_VALID, transform=ax.transAxes, ha="center", va="center", fontsize=8, wrap=True)
+            continue
+        cell = _cell_curves(curves, surface.iloc[0])
+        handles = []
+        for direction, point in _neighbours(surface, etas, betas, best):
+            beta = None if pd.isna(point.beta) else float(point.beta)
+            mean, std = _seed_mean(_point_curves(cell, float(point.eta), beta))
+            if mean.empty:
+                continue
+            drawn = True
+            colour, label = colours[direction], _rates(float(point.eta), beta) + (" (optimum)" if not direction else "")
+            (line,) = ax.plot(mean.index, mean, color=colour, linewidth=1.0 if direction else 2.2,
+                              linestyle="-" if point.valid else "--", gid=NEIGHBOUR_GID if direction else OPTIMUM_GID,
+                              label=label, zorder=2 if direction else 3)
+            cut = cut or bool((mean - std < mean / 10).any())
+            ax.fill_between(mean.index, (mean - std).clip(lower=mean / 10), mean + std, color=colour, alpha=0.15,
+                            linewidth=0)
+            if point.valid:
+                handles.append(line)
+                continue
+            failures = True
+            ax.plot([mean.index[-1]], [mean.iloc[-1]], marker="x", ms=8, mew=2, color=colour, linestyle="none",
+                    gid=FAILED_GID, zorder=4)
+            handles.append(Line2D([], [], color=colour, linewidth=1.0, linestyle="--", marker="x", mew=1.5,
+                                  label=label))
+        if handles:
+            ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+        else:
+            ax.text(0.5, 0.5, "no curves kept", transform=ax.transAxes, ha="center", va="center", fontsize=8)
+    if not drawn:
+        return None
+    axes[0].set_ylabel("train loss (seed mean)")
+    band = f"{BAND_LABEL} (lower edge cut at a tenth of the mean)" if cut else BAND_LABEL
+    notes = [Rectangle((0, 0), 1, 1, facecolor="0.5", alpha=0.3, label=band)]
+    if failures:
+        notes.append(Line2D([], [], marker="x", mew=2, color="0.3", linestyle="--",
+                            label=f"{FAILED_LABEL}: the mean ends where the first seed stopped"))
+    fig.legend(handles=notes, loc="outside lower center", ncols=len(notes), fontsize=8, frameon=False)
+    fig.suptitle(f"{family_title(family, axis)}: train loss at each size's optimum and its grid neighbours")
+    return fig
+
+
+def _seed_mean(point: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Mean and std over seeds of `train_loss` per step, at the steps where every seed has a finite
+    loss, up to the first step where one has not."""
+    seeds = point["seed"].nunique()
+    loss = point["train_loss"].astype(float)
+    stats = point.assign(train_loss=loss.where(np.isfinite(loss))).groupby("step")["train_loss"]
+    stats = stats.agg(["mean", "std", "count"])
+    complete = (stats["count"] == seeds).to_numpy()
+    stats = stats.iloc[: len(stats) if complete.all() else int(np.argmin(complete))]
+    return stats["mean"], stats["std"].fillna(0.0)
 
 
 def _colours(n: int) -> np.ndarray:
@@ -259,38 +426,47 @@ def figures(
 ) -> dict[str, Figure]:
     """Every figure `mupc-sweep plot` draws for `records`, keyed by file stem: per family along
     `axis` (by default `analysis.varied_axis`), the contours (`contours_<sweep>_<stem>`, PC only),
-    loss against the rates (`transfer_<sweep>_<stem>`) and, where `curves` hold evaluations, test
-    accuracy (`accuracy_<sweep>_<stem>`); <stem> is `figure_stem`, and <sweep>_ is left out when
-    `records` have no sweep column."""
-    axis = varied_axis(records) if axis is None else axis
-    check_axis(axis)
+    loss against the rates (`transfer_<sweep>_<stem>`) and, where `curves` (`store.load_curves`)
+    hold evaluations, test accuracy (`accuracy_<sweep>_<stem>`) and, where they hold train loss,
+    train-loss curves near each optimum (`curves_<sweep>_<stem>`); <stem> is `figure_stem`, and
+    <sweep>_ is left out when
+    `records` have no sweep column. Only families with two or more sizes along `axis` are drawn
+    (every family when the records vary no size at all); an `axis` the records do not vary is
+    refused (`analysis.check_varied`)."""
     surf = surfaces(records)
+    if axis is None:
+        axis = varied_axis(records)
+    else:
+        check_axis(axis)
+        check_varied(surf, axis)
+    drawn = [(key, family) for key, family in families(surf, axis) if family[axis].nunique() > 1]
     out: dict[str, Figure] = {}
-    for key, family in families(surf, axis):
+    for key, family in drawn or families(surf, axis):
         stem = (f"{key['sweep']}_" if "sweep" in key else "") + figure_stem(key, axis)
         if key["algorithm"] == "pc":
             out[f"contours_{stem}"] = contour_figure(
                 family, axis, probability=optimum_probabilities(family_records(records, key), family, axis),
                 edges=stability_edges(family, axis))
         out[f"transfer_{stem}"] = transfer_figure(family, axis)
-        if curves is not None and (accuracy := accuracy_figure(family, curves, axis)) is not None:
+        if curves is None:
+            continue
+        if (accuracy := accuracy_figure(family, curves, axis)) is not None:
             out[f"accuracy_{stem}"] = accuracy
+        if (losses := curves_figure(family, curves, axis)) is not None:
+            out[f"curves_{stem}"] = losses
     return out
 
 
-def save_figure(figure: Figure, path: Path) -> Path:
-    """Write a figure as a PNG, whole or not at all."""
-    return write_atomic(path, lambda out: figure.savefig(out, dpi=120, bbox_inches="tight", format="png"))
+def check_output(format: str, dpi: int) -> None:
+    """InputError unless `format` is one of `FORMATS` and `dpi` an integer of at least 1."""
+    check_choice("format", format, FORMATS)
+    check_int("dpi", dpi, minimum=1)
 
 
-def _family_title(family: pd.DataFrame, axis: Axis) -> str:
-    row = family.iloc[0]
-    fixed = "N" if axis == "depth" else "H"
-    value = row.width if axis == "depth" else row.depth
-    steps = ""
-    if "inference_steps" in family and row.algorithm == "pc":
-        if (family.inference_steps == family.depth).all():
-            steps = ", T = H"
-        elif family.inference_steps.nunique() == 1:
-            steps = f", T = {row.inference_steps}"
-    return f"{row.dataset}, {row.activation}, {row.param}, {row.algorithm}; {fixed} = {value}{steps}, varying {axis}"
+def save_figure(figure: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
+    """Write a figure whole or not at all, in the format its suffix names (.png, .pdf or .svg; PNG at
+    `dpi` pixels per inch). Another suffix or a bad `dpi` is an InputError, and nothing is written."""
+    path = Path(path)
+    format = path.suffix.removeprefix(".").lower()
+    check_output(format, dpi)
+    return write_atomic(path, lambda out: figure.savefig(out, dpi=dpi, bbox_inches="tight", format=format))

@@ -5,13 +5,14 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
 from conftest import BETAS, ETAS, classification_data, patch, synthetic, write_sweep
 from typer.testing import CliRunner
 
 from mupc_sweep import analysis, plots
 from mupc_sweep.cli import app
 from mupc_sweep.records import cell_curves, cell_records
-from mupc_sweep.errors import ResultsError
+from mupc_sweep.errors import InputError, ResultsError
 from mupc_sweep.store import load_curves, write_cell, write_curves
 from mupc_sweep.cell import CellConfig
 from mupc_sweep.train import CellResult, train_cell
@@ -52,7 +53,7 @@ def test_stable_optimum_transfers_with_unit_regret():
     assert report.basis == "source grid optimum" and not report.drift["drifts"]
     assert report.recommended_eta == pytest.approx(0.1) and report.recommended_beta == pytest.approx(1.0)
     assert report.regret == pytest.approx(1.0) and report.optima_coincide and report.transfer_holds
-    assert report.warnings == [] and report.incomplete == []
+    assert report.warnings == [] and report.failures == []
 
 
 def test_drift_is_detected_and_extrapolated_out_of_sample():
@@ -85,7 +86,7 @@ def test_partial_sweeps_are_reported_not_fatal():
     records = records[~((records.depth == 16) & (records.eta == 0.5))]  # missing cells
     records.loc[records.depth == 32, "status"] = "diverged"  # a whole size failed
     (report,) = analysis.transfer(records, source=8, target=32)
-    assert any("depth 32: no valid point" in item for item in report.incomplete)
+    assert any("depth 32: no valid point" in item for item in report.failures)
     assert report.target_swept and report.regret is None and report.transfer_holds is False  # swept, all failed
     assert any("every point diverged or stopped there" in w for w in report.warnings)
     assert report.optima["size"].tolist() == [8, 16]
@@ -128,7 +129,8 @@ def test_contour_figure_panels_shared_scale_and_markers():
     records.loc[(records.depth == 16) & (records.eta == 0.5) & (records.beta == 10.0), "status"] = "no_learning"
     fig = plots.contour_figure(analysis.surfaces(records), "depth")
     panels = [ax for ax in fig.axes if ax.get_title()]
-    assert [ax.get_title() for ax in panels] == ["N = 512, H = 8", "N = 512, H = 16", "N = 512, H = 32"]
+    assert [ax.get_title() for ax in panels] == ["H = 8", "H = 16", "H = 32"]
+    assert fig.get_suptitle() == "μPC, Tanh, MNIST (PC, N = 512): transfer across depth"
     for ax in panels:
         (star,) = [line for line in ax.lines if line.get_gid() == plots.OPTIMUM_GID]
         assert (star.get_xdata()[0], star.get_ydata()[0]) == (1.0, 0.1)
@@ -150,7 +152,9 @@ def test_transfer_figure_marks_each_sizes_optimum():
     stars = [(line.get_xdata()[0], line.get_ydata()[0]) for line in fig.axes[0].lines
              if line.get_gid() == plots.OPTIMUM_GID]
     assert [s[0] for s in stars] == [0.5, 0.25]
-    assert len(fig.axes) == 2 and fig.axes[1].get_xlabel().startswith("β")
+    assert len(fig.axes) == 2 and fig.axes[1].get_xlabel() == "activity learning rate β"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["H = 8", "H = 16", "optimum",
+                                                                 "error bars: ± seed std"]
 
 
 def test_cli_transfer_json_and_text(tmp_path):
@@ -212,6 +216,53 @@ def test_cli_plot_writes_pngs_and_bad_input_writes_nothing(tmp_path):
     assert all((tmp_path / "toy" / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
+@pytest.mark.parametrize("fmt,magic", [("pdf", b"%PDF"), ("svg", b"<svg"), ("png", b"\x89PNG")])
+def test_cli_plot_writes_the_format_asked_for(tmp_path, fmt, magic):
+    write_sweep(tmp_path, synthetic([8, 16], lambda s: 0.1, lambda s: 1.0))
+    result = CliRunner().invoke(app, ["plot", "--results", str(tmp_path), "--format", fmt])
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "toy" / "plots").iterdir())
+    assert [f.name for f in files] == [f"contours_toy_mnist_tanh_mupc_pc_N512_by_depth.{fmt}",
+                                       f"transfer_toy_mnist_tanh_mupc_pc_N512_by_depth.{fmt}"]
+    assert all(magic in f.read_bytes()[:400] for f in files)
+
+
+def png_width(path) -> int:
+    """The pixel width in a PNG's IHDR chunk."""
+    return int.from_bytes(path.read_bytes()[16:20], "big")
+
+
+def test_cli_plot_dpi_scales_the_png(tmp_path):
+    write_sweep(tmp_path, synthetic([8, 16], lambda s: 0.1, lambda s: 1.0))
+    widths = []
+    for dpi in (50, 100):
+        assert CliRunner().invoke(app, ["plot", "--results", str(tmp_path), "--dpi", str(dpi)]).exit_code == 0
+        widths.append(png_width(tmp_path / "toy" / "plots" / "transfer_toy_mnist_tanh_mupc_pc_N512_by_depth.png"))
+    assert abs(widths[1] - 2 * widths[0]) <= 2  # the same figure at twice the pixels per inch
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--format", "gif"], "--format: must be one of png, pdf, svg; got 'gif'."),
+    (["--dpi", "0"], "--dpi: must be an integer of at least 1; got 0."),
+])
+def test_cli_plot_refuses_a_bad_format_or_dpi_and_writes_nothing(tmp_path, args, message):
+    write_sweep(tmp_path, synthetic([8, 16], lambda s: 0.1, lambda s: 1.0))
+    result = CliRunner().invoke(app, ["plot", "--results", str(tmp_path), *args])
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "toy" / "plots").exists()
+
+
+def test_save_figure_takes_the_format_from_the_suffix(tmp_path):
+    fig = plots.transfer_figure(analysis.surfaces(synthetic([8, 16], lambda s: 0.1, lambda s: 1.0)), "depth")
+    assert plots.save_figure(fig, tmp_path / "a.pdf").read_bytes()[:4] == b"%PDF"
+    assert b"<svg" in plots.save_figure(fig, tmp_path / "a.svg").read_bytes()[:400]
+    with pytest.raises(InputError, match=r"^format: must be one of png, pdf, svg; got 'gif'\.$"):
+        plots.save_figure(fig, tmp_path / "a.gif")
+    with pytest.raises(InputError, match=r"^dpi: must be an integer of at least 1; got -3\.$"):
+        plots.save_figure(fig, tmp_path / "b.png", dpi=-3)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.pdf", "a.svg"]
+
+
 def test_real_tiny_sweep_to_a_transfer_recommendation(tmp_path):
     data = classification_data(9, 640, 200)
     etas, betas = [0.1, 0.01], [1.0, 0.1]
@@ -231,6 +282,7 @@ def test_real_tiny_sweep_to_a_transfer_recommendation(tmp_path):
     plotted = CliRunner().invoke(app, ["plot", "--results", str(tmp_path)])
     assert plotted.exit_code == 0, plotted.output
     assert (tmp_path / "tiny" / "plots" / "accuracy_tiny_synthetic_tanh_mupc_pc_N16_by_depth.png").is_file()
+    assert (tmp_path / "tiny" / "plots" / "curves_tiny_synthetic_tanh_mupc_pc_N16_by_depth.png").is_file()
 
 
 def test_cell_curves_by_hand():
@@ -263,6 +315,9 @@ def test_accuracy_figure_draws_each_size_at_its_optimum():
     assert set(lines) == {"depth=8", "depth=16"}
     np.testing.assert_allclose(lines["depth=8"].get_ydata(), [31.0, 61.0])  # seed mean at (0.1, 1): 30+1, 60+1
     np.testing.assert_allclose(lines["depth=16"].get_xdata(), [300, 600])
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "H = 8 (η = 0.1, β = 1)", "H = 16 (η = 0.1, β = 1)", "± seed std"]
+    assert fig.get_suptitle() == "μPC, Tanh, MNIST (PC, N = 512): test accuracy"
     assert plots.accuracy_figure(analysis.surfaces(records), pd.DataFrame(rows).assign(test_acc=np.nan),
                                  "depth") is None
 
@@ -347,3 +402,97 @@ def test_load_curves_names_a_missing_sweep_and_is_none_for_a_sweep_without_curve
     assert load_curves(tmp_path, "toy") is None
     with pytest.raises(ResultsError, match="no sweep 'nope' with records under .*; found: toy"):
         load_curves(tmp_path, "nope")
+
+
+def test_words_name_identifiers_and_titles_use_them():
+    assert [plots.words("dataset", d) for d in ("mnist", "fashion_mnist")] == ["MNIST", "Fashion-MNIST"]
+    assert [plots.words("activation", a) for a in ("tanh", "relu", "linear")] == ["Tanh", "ReLU", "Linear"]
+    assert [plots.words("param", p) for p in ("mupc", "sp")] == ["μPC", "SP"]
+    assert [plots.words("algorithm", a) for a in ("pc", "bp")] == ["PC", "BP"]
+    assert [plots.words("width", 512), plots.words("depth", 8), plots.words("inference_steps", "H")] == [
+        "N = 512", "H = 8", "T = H"]
+    relu = synthetic([8, 16], lambda s: 0.1, lambda s: 1.0, param="sp").assign(
+        dataset="fashion_mnist", activation="relu", inference_steps=lambda r: r.depth)
+    assert plots.contour_figure(analysis.surfaces(relu), "depth").get_suptitle() == \
+        "SP, ReLU, Fashion-MNIST (PC, N = 512, T = H): transfer across depth"
+    fixed = synthetic([64, 128], lambda s: 0.1, lambda s: 1.0, axis="width").assign(inference_steps=4)
+    assert plots.transfer_figure(analysis.surfaces(fixed), "width").get_suptitle() == \
+        "μPC, Tanh, MNIST (PC, H = 8, T = 4): transfer across width"
+    bp = synthetic([8, 16], lambda s: 0.1, lambda s: 1.0, betas=[1.0]).assign(algorithm="bp", beta=np.nan)
+    fig = plots.transfer_figure(analysis.surfaces(bp), "depth")
+    assert fig.get_suptitle() == "μPC, Tanh, MNIST (BP, N = 512): transfer across depth" and len(fig.axes) == 1
+
+
+def test_transfer_figure_marks_failed_points_in_the_lines_colour():
+    records = synthetic([8, 16, 32], lambda s: 0.1, lambda s: 1.0)
+    d, eta, beta, seed = records.depth, records.eta, records.beta, records.seed
+    records.loc[(d == 16) & (eta == 0.5) & (beta == 1.0) & (seed == 2), "status"] = "diverged"  # on H = 16's η line
+    records.loc[(d == 8) & (eta == 0.01) & (beta == 1.0) & (seed == 0), "status"] = "no_learning"  # on H = 8's
+    records.loc[(d == 16) & (eta == 0.05) & (beta == 10.0), "status"] = "diverged"  # on neither line of H = 16
+    records.loc[d == 32, "status"] = "diverged"  # every point of H = 32
+    fig = plots.transfer_figure(analysis.surfaces(records), "depth")
+    by_eta, by_beta = fig.axes
+    legend = fig.legends[0]
+    colours = {t.get_text(): to_hex(h.get_color()) for h, t in zip(legend.legend_handles, legend.get_texts())}
+    failed = {tuple(line.get_xdata()): to_hex(line.get_color()) for line in by_eta.lines
+              if line.get_gid() == plots.FAILED_GID}
+    assert failed == {(0.01,): colours["H = 8"], (0.5,): colours["H = 16"]}
+    assert not [line for line in by_beta.lines if line.get_gid() == plots.FAILED_GID]
+    # the H = 16 line runs through its valid points only
+    (line16,) = [c.lines[0] for c in by_eta.containers if to_hex(c.lines[0].get_color()) == colours["H = 16"]]
+    assert line16.get_xdata().tolist() == [0.01, 0.05, 0.1]
+    assert "a seed diverged or stopped" in colours and "H = 32: no point with every seed ok" in colours
+
+
+def curve_rows(depth: int, optimum: tuple[float, float], stopped: dict[tuple, int]) -> list[dict]:
+    """Curves of every grid point at one depth: train loss (1 + seed/10) · 10^(-step/10), twice that
+    off the optimum, at steps 0, 10, 20; NaN from the step `stopped[(eta, beta, seed)]` on; test
+    accuracy only at step 30, the end."""
+    rows = []
+    for seed in (0, 1, 2):
+        for eta in ETAS:
+            for beta in BETAS:
+                for step in (0, 10, 20, 30):
+                    loss = (1 + seed / 10) * 10 ** (-step / 10) * (1 if (eta, beta) == optimum else 2)
+                    if step == 30 or step >= stopped.get((eta, beta, seed), 99):
+                        loss = np.nan
+                    rows.append(dict(dataset="mnist", activation="tanh", param="mupc", algorithm="pc", width=512,
+                                     depth=depth, inference_steps=depth, seed=seed, eta=eta, beta=beta, step=step,
+                                     train_loss=loss, test_acc=90.0 if step == 30 else np.nan))
+    return rows
+
+
+def test_curves_figure_draws_each_sizes_optimum_and_its_grid_neighbours():
+    records = synthetic([8, 16], lambda s: 0.1 if s == 8 else 0.05, lambda s: 1.0).assign(
+        inference_steps=lambda r: r.depth)
+    records.loc[(records.depth == 16) & (records.eta == 0.1) & (records.beta == 1.0) & (records.seed == 1),
+                "status"] = "diverged"
+    curves = pd.DataFrame(curve_rows(8, (0.1, 1.0), {}) + curve_rows(16, (0.05, 1.0), {(0.1, 1.0, 1): 20}))
+    figs = plots.figures(records, curves=curves)
+    assert sorted(figs) == [f"{kind}_mnist_tanh_mupc_pc_N512_by_depth"
+                            for kind in ("accuracy", "contours", "curves", "transfer")]
+    fig = figs["curves_mnist_tanh_mupc_pc_N512_by_depth"]
+    assert fig.get_suptitle() == ("μPC, Tanh, MNIST (PC, N = 512, T = H): train loss at each size's optimum "
+                                  "and its grid neighbours")
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["H = 8", "H = 16"]
+    assert all(ax.get_yscale() == "log" for ax in panels)
+    for ax, best, neighbours in (
+        (panels[0], "η = 0.1, β = 1", {"η = 0.05, β = 1", "η = 0.5, β = 1", "η = 0.1, β = 0.5", "η = 0.1, β = 5"}),
+        (panels[1], "η = 0.05, β = 1",
+         {"η = 0.01, β = 1", "η = 0.1, β = 1", "η = 0.05, β = 0.5", "η = 0.05, β = 5"}),
+    ):
+        (bold,) = [line for line in ax.lines if line.get_gid() == plots.OPTIMUM_GID]
+        assert bold.get_label() == f"{best} (optimum)"
+        np.testing.assert_allclose(bold.get_xdata(), [0, 10, 20])
+        np.testing.assert_allclose(bold.get_ydata(), [1.1, 0.11, 0.011])  # seed mean of 1, 1.1, 1.2 times 10^(-step/10)
+        thin = [line for line in ax.lines if line.get_gid() == plots.NEIGHBOUR_GID]
+        assert {line.get_label() for line in thin} == neighbours
+        assert all(line.get_linewidth() < bold.get_linewidth() for line in thin)
+    # at H = 16 the neighbour (0.1, 1) lost seed 1 at step 20: its mean ends at step 10, with ✕ there
+    (cross,) = [line for line in panels[1].lines if line.get_gid() == plots.FAILED_GID]
+    assert (cross.get_xdata()[0], cross.get_ydata()[0]) == pytest.approx((10, 0.22))
+    assert not [line for line in panels[0].lines if line.get_gid() == plots.FAILED_GID]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "± seed std", "a seed diverged or stopped: the mean ends where the first seed stopped"]
+    assert plots.curves_figure(analysis.surfaces(records), curves.assign(train_loss=np.nan), "depth") is None
