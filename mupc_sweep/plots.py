@@ -16,7 +16,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import LogFormatter, NullLocator
 
 from .analysis import (
     Axis,
@@ -169,7 +169,7 @@ def contour_figure(
     fig.legend(handles=markers, loc="outside lower center", ncols=min(len(markers), len(sizes)), fontsize=8,
                frameon=False)
     mappable = ScalarMappable(norm=norm, cmap="viridis")
-    fig.colorbar(mappable, ax=axes[0].tolist(), label="min train loss (seed mean)")
+    _plain_numbers(fig.colorbar(mappable, ax=axes[0].tolist(), label="min train loss (seed mean)").ax.yaxis)
     fig.suptitle(f"{family_title(family, axis)}: transfer across {axis}")
     return fig
 
@@ -221,46 +221,69 @@ def _grid_ticks(ax, xs: np.ndarray, ys: np.ndarray, x_bounds: np.ndarray, y_boun
 def transfer_figure(family: pd.DataFrame, axis: Axis) -> Figure:
     """μP-style transfer: seed-mean min loss against η (at each size's best β) and against β (at its
     best η), one line per size through its valid points, ± seed std as error bars, ★ at each size's
-    optimum; ✕ in the line's colour at the foot of the panel (one row per size) at each rate on its
-    line where a seed diverged or stopped. A size with no valid point is named in the legend."""
+    optimum, ticks at the family's grid values. Where a seed diverged or stopped at a rate on a
+    size's line, a strip under the panel has ✕ in the line's colour, in that size's row. A size with
+    no valid point is named in the legend."""
     uses_beta = family["algorithm"].iloc[0] == "pc"
-    fig = Figure(figsize=(10 if uses_beta else 5.5, 4.4), layout="constrained")
-    axes = fig.subplots(1, 2 if uses_beta else 1, squeeze=False)[0]
     sizes = sorted(family[axis].unique())
-    handles = []
-    failures = False
+    lines = []  # (size's row, colour, best, [(panel, rate, its points on the size's line)])
     for row, (colour, size) in enumerate(zip(_colours(len(sizes)), sizes)):
         surface = family[family[axis] == size]
         best = optimum(surface, int(size))
+        panels = []
+        if best is not None:
+            for panel, (rate, fixed, value) in enumerate(
+                    [("eta", "beta", best.beta), ("beta", "eta", best.eta)][: 1 + uses_beta]):
+                on_line = surface if value is None else surface[np.isclose(surface[fixed].to_numpy(float), value)]
+                panels.append((panel, rate, on_line.sort_values(rate)))
+        lines.append((row, colour, best, panels))
+    failures = any((~points["valid"]).any() for *_, panels in lines for _, _, points in panels)
+    fig = Figure(figsize=(10 if uses_beta else 5.8, 4.6 + 0.15 * len(sizes) * failures), layout="constrained")
+    grid = fig.add_gridspec(1 + failures, 1 + uses_beta, height_ratios=[1, 0.06 + 0.05 * len(sizes)][: 1 + failures])
+    axes = [fig.add_subplot(grid[0, c]) for c in range(1 + uses_beta)]
+    strips = [fig.add_subplot(grid[1, c], sharex=ax) for c, ax in enumerate(axes)] if failures else []
+    etas, betas = family_grid(family)
+    handles = []
+    for row, colour, best, panels in lines:
+        size = words(axis, int(sizes[row]))
         if best is None:
-            handles.append(Line2D([], [], marker="x", color=colour, linestyle="none",
-                                  label=f"{words(axis, int(size))}: {NO_VALID}"))
+            handles.append(Line2D([], [], marker="x", color=colour, linestyle="none", label=f"{size}: {NO_VALID}"))
             continue
-        handles.append(Line2D([], [], color=colour, marker="o", ms=3, label=words(axis, int(size))))
-        panels = [(axes[0], "eta", "beta", best.beta), (axes[-1], "beta", "eta", best.eta)]
-        for ax, rate, fixed, value in panels[: 1 + uses_beta]:
-            line = surface if value is None else surface[np.isclose(surface[fixed].to_numpy(float), value)]
-            ok = line[line["valid"]].sort_values(rate)
-            ax.errorbar(ok[rate].to_numpy(float), ok["loss_mean"], yerr=ok["loss_std"], color=colour,
-                        marker="o", ms=3, capsize=2)
-            ax.plot([getattr(best, rate)], [best.loss], marker="*", ms=14, color=colour, markeredgecolor="k",
-                    gid=OPTIMUM_GID, linestyle="none")
-            failed = line[~line["valid"]][rate].to_numpy(float)
+        handles.append(Line2D([], [], color=colour, marker="o", ms=3, label=size))
+        for panel, rate, points in panels:
+            ok = points[points["valid"]]
+            axes[panel].errorbar(ok[rate].to_numpy(float), ok["loss_mean"], yerr=ok["loss_std"], color=colour,
+                                 marker="o", ms=3, capsize=2)
+            axes[panel].plot([getattr(best, rate)], [best.loss], marker="*", ms=14, color=colour,
+                             markeredgecolor="k", gid=OPTIMUM_GID, linestyle="none")
+            failed = points[~points["valid"]][rate].to_numpy(float)
             if len(failed):
-                failures = True
-                ax.plot(failed, np.full(len(failed), 0.04 + 0.05 * row), transform=ax.get_xaxis_transform(),
-                        marker="x", ms=7, mew=1.8, color=colour, linestyle="none", gid=FAILED_GID)
-    axes[0].set(xscale="log", yscale="log", xlabel="weight learning rate η", ylabel="min train loss (seed mean)",
-                title="at each size's best β" if uses_beta else "")
-    if uses_beta:
-        axes[1].set(xscale="log", yscale="log", xlabel="activity learning rate β", title="at each size's best η")
+                strips[panel].plot(failed, np.full(len(failed), row), marker="x", ms=7, mew=1.8, color=colour,
+                                   linestyle="none", gid=FAILED_GID)
+    titles = ["at each size's best β", "at each size's best η"] if uses_beta else [""]
+    labels = ["weight learning rate η", "activity learning rate β"]
+    for ax, strip, title, label, values in zip(axes, strips or axes, titles, labels, (etas, betas)):
+        ax.set(xscale="log", yscale="log", title=title)
+        _plain_numbers(ax.yaxis)
+        strip.set_xlabel(label)
+        if strip is not ax:
+            ax.tick_params(labelbottom=False)
+            strip.set(ylim=(len(sizes) - 0.5, -0.5), yticks=range(len(sizes)),
+                      yticklabels=[words(axis, int(s)) for s in sizes])
+            strip.tick_params(axis="y", labelsize=7)
+        strip.xaxis.set_ticks(values, [f"{v:g}" for v in values])
+        strip.xaxis.set_minor_locator(NullLocator())
+        strip.tick_params(axis="x", labelrotation=45)
+    axes[0].set_ylabel("min train loss (seed mean)")
     handles += [Line2D([], [], marker="*", ms=12, color="0.6", markeredgecolor="k", linestyle="none",
                        label="optimum"),
                 Line2D([], [], marker="|", ms=12, mew=1.5, color="0.4", linestyle="none",
                        label=f"error bars: {BAND_LABEL}")]
     if failures:
-        handles.append(Line2D([], [], marker="x", mew=1.8, color="0.4", linestyle="none", label=FAILED_LABEL))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
+        handles.append(Line2D([], [], marker="x", mew=1.8, color="0.4", linestyle="none",
+                              label=f"{FAILED_LABEL} (strip below, by size)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6 if uses_beta else 3), fontsize=8,
+               frameon=False)
     fig.suptitle(f"{family_title(family, axis)}: transfer across {axis}")
     return fig
 
@@ -353,9 +376,11 @@ def curves_figure(family: pd.DataFrame, curves: pd.DataFrame, axis: Axis) -> Fig
     for ax, size in zip(axes, sizes):
         surface = family[family[axis] == size]
         ax.set(title=words(axis, int(size)), xlabel="training step", yscale="log")
+        _plain_numbers(ax.yaxis)
         best = optimum(surface, int(size))
         if best is None:
-            ax.text(0.5, 0.5, NO_VALID, transform=ax.transAxes, ha="center", va="center", fontsize=8, wrap=True)
+            ax.text(0.5, 0.5, NO_VALID, transform=ax.transAxes, ha="center", va="center", fontsize=8)
+            ax.set_xticks([])
             continue
         cell = _cell_curves(curves, surface.iloc[0])
         handles = []
@@ -370,8 +395,8 @@ def curves_figure(family: pd.DataFrame, curves: pd.DataFrame, axis: Axis) -> Fig
                               linestyle="-" if point.valid else "--", gid=NEIGHBOUR_GID if direction else OPTIMUM_GID,
                               label=label, zorder=2 if direction else 3)
             cut = cut or bool((mean - std < mean / 10).any())
-            ax.fill_between(mean.index, (mean - std).clip(lower=mean / 10), mean + std, color=colour, alpha=0.15,
-                            linewidth=0)
+            ax.fill_between(mean.index, (mean - std).clip(lower=mean / 10), mean + std, color=colour,
+                            alpha=0.08 if direction else 0.2, linewidth=0)
             if point.valid:
                 handles.append(line)
                 continue
@@ -409,6 +434,19 @@ def _seed_mean(point: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return stats["mean"], stats["std"].fillna(0.0)
 
 
+class _PlainLog(LogFormatter):
+    """The ticks `LogFormatter` labels, written 0.05, 0.1, 0.2 rather than 5e-02 or 5×10⁻²."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def _plain_numbers(axis: matplotlib.axis.Axis) -> None:
+    """Tick labels of a log axis as plain numbers."""
+    axis.set_major_formatter(_PlainLog())
+    axis.set_minor_formatter(_PlainLog())
+
+
 def _colours(n: int) -> np.ndarray:
     return matplotlib.colormaps["plasma"](np.linspace(0, 0.85, n))
 
@@ -429,8 +467,8 @@ def figures(
     loss against the rates (`transfer_<sweep>_<stem>`) and, where `curves` (`store.load_curves`)
     hold evaluations, test accuracy (`accuracy_<sweep>_<stem>`) and, where they hold train loss,
     train-loss curves near each optimum (`curves_<sweep>_<stem>`); <stem> is `figure_stem`, and
-    <sweep>_ is left out when
-    `records` have no sweep column. Only families with two or more sizes along `axis` are drawn
+    <sweep>_ is left out when `records` have no sweep column. Only families with two or more sizes
+    along `axis` are drawn
     (every family when the records vary no size at all); an `axis` the records do not vary is
     refused (`analysis.check_varied`)."""
     surf = surfaces(records)
