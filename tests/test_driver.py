@@ -438,3 +438,47 @@ def test_the_outcome_is_short_and_says_what_happened(setup):
     assert repr(outcome).startswith("SweepOutcome(tiny: complete, 8 records, 8 points trained in ")
     assert len(repr(outcome)) < 120 and isinstance(outcome.records, pd.DataFrame)
     assert dataclasses.is_dataclass(outcome)
+
+
+def test_a_trial_too_big_for_this_machine_is_named_by_the_dry_run_and_refused_by_run(setup):
+    spec, data_dir, results = setup
+    huge = {**SPEC, "network": {**SPEC["network"], "width": 1_000_000_000, "depth": [2]}}
+    spec.write_text(yaml.safe_dump(huge))
+    planned = invoke("run", spec, "--results", results, "--dry-run")
+    assert planned.exit_code == 0 and "WARNING: network: a trial of cell tanh-mupc-pc-N1000000000-H2-T2 needs about" in \
+        planned.stdout and "more than this machine's memory" in planned.stdout and "`run` refuses" in planned.stdout
+    refused = invoke("run", spec, "--results", results, "--data-dir", data_dir, "--in-process")
+    assert refused.exit_code == 2 and "Error: network: a trial of cell tanh-mupc-pc-N1000000000-H2-T2" in refused.stderr
+    assert not results.exists()
+
+
+def test_ctrl_c_at_any_moment_keeps_what_finished_and_says_how_to_go_on(setup, monkeypatch):
+    spec, data_dir, results = setup
+    from mupc_sweep import driver
+    from mupc_sweep import trial as trial_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real_load = driver.load_dataset
+    monkeypatch.setattr(driver, "load_dataset", interrupted)  # before any trial
+    early = invoke("run", spec, "--results", results, "--data-dir", data_dir, "--in-process")
+    assert early.exit_code == 130 and "Interrupted. Every trial that finished is kept under" in early.stderr
+    assert "run the same command again to train the rest" in early.stderr
+    monkeypatch.setattr(driver, "load_dataset", real_load)
+
+    real, calls = trial_module.run_trial, []
+
+    def stopped_in_the_second_trial(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trial_module, "run_trial", stopped_in_the_second_trial)
+    middle = invoke("run", spec, "--results", results, "--data-dir", data_dir, "--in-process")
+    assert middle.exit_code == 1 and "1 cells are not done; run the same command again" in middle.stderr
+    kept = load_records(results)
+    assert len(kept) == 4 and kept.cell_id.nunique() == 1  # the first trial's points, kept
+    other = ({"tanh-mupc-pc-N4-H2-T2", "tanh-mupc-pc-N4-H3-T3"} - set(kept.cell_id)).pop()
+    assert f"left out: tiny: {other}: 0 of 4 points (run the sweep again to train the rest)" in middle.stderr

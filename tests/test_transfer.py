@@ -11,6 +11,7 @@ from conftest import patch, synthetic, write_sweep
 from typer.testing import CliRunner
 
 from mupc_sweep import analysis
+from mupc_sweep.errors import InputError
 from mupc_sweep.cli import app
 
 ETAS = [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625]
@@ -324,3 +325,38 @@ def test_an_extension_that_brackets_the_optimum_takes_it_off_the_edge():
     (report,) = analysis.transfer(extended(records, 8, [2.5], 1.0), source=8, target=16)
     assert report.source_optimum["eta"] == 0.5 and not report.source_optimum["on_edge"]
     assert not any("edge of the grid" in w for w in report.warnings)
+
+
+def test_an_axis_the_records_do_not_vary_is_refused_by_the_api_and_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from mupc_sweep.cli import app
+    from mupc_sweep.plots import figures
+
+    records = synthetic([8, 16, 32], lambda s: 0.1, lambda s: 1.0)  # a depth sweep at one width
+    message = "axis: the records vary no widths; they vary depth 8, 16, 32."
+    with pytest.raises(InputError, match=f"^{message}$"):
+        analysis.transfer(records, source=8, target=32, axis="width")
+    with pytest.raises(InputError, match=f"^{message}$"):
+        figures(records, axis="width")
+    write_sweep(tmp_path, records)
+    for command in (["transfer", "--from", "8", "--to", "32"], ["plot"]):
+        result = CliRunner().invoke(app, [*command, "--axis", "width", "--results", str(tmp_path)])
+        assert result.exit_code == 2 and f"Error: --{message}" in result.stderr, command
+    assert not (tmp_path / "toy" / "plots").exists()
+
+
+def test_a_refined_optimum_beyond_its_window_is_said_to_be_clipped():
+    """A 3 × 3 grid whose centre is its best point but whose losses are far from a quadratic: the
+    least-squares fit's minimum lies beyond the window in η (and the refined β comes out inside)."""
+    losses = [[1.34, 1.15, 1.45], [1.8, 0.99, 1.05], [1.4, 1.2, 1.09]]  # rows η 0.01, 0.1, 1; columns β 0.1, 1, 10
+    rows = [dict(dataset="mnist", activation="tanh", param="mupc", algorithm="pc", width=64, depth=depth, seed=0,
+                 eta=eta, beta=beta, min_train_loss=losses[i][j], status="ok")
+            for depth in (8, 16) for i, eta in enumerate([0.01, 0.1, 1.0]) for j, beta in enumerate([0.1, 1.0, 10.0])]
+    (report,) = analysis.transfer(pd.DataFrame(rows), source=8, target=16)
+    src = report.source_optimum
+    assert (src["eta"], src["beta"], src["refined_clipped"]) == (0.1, 1.0, True)
+    assert src["refined_eta"] == pytest.approx(1.0) and 1.0 < src["refined_beta"] < 10.0  # η at the window's edge
+    assert "(the fit's minimum lies beyond its 3 × 3 window: clipped to the window's edge)" in report.text()
+    smooth = analysis.optimum(analysis.surfaces(synthetic([8], lambda s: 0.07, lambda s: 0.7)), 8)
+    assert not smooth.refined_clipped and 0.05 < smooth.refined_eta < 0.1 and 0.5 < smooth.refined_beta < 1
