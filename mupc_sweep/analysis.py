@@ -37,6 +37,8 @@ REGRET_OK = 1.10  # transfer holds when the target's loss at the source's optimu
 BOOTSTRAP_RESAMPLES = 2000  # seed-bootstrap resamples behind optimum probabilities and the regret interval
 BOOTSTRAP_SEED = 0  # fixed, so that a report is reproducible
 REGRET_LEVEL = 0.90  # coverage of the regret interval
+WORTH_FACTOR = 0.5  # transfer pays where its excess loss is at most this share of what the size step gained
+EDGE_SIZES = 3  # sizes below the target with a measured stability edge before it is extrapolated
 NULLABLE = {"beta": "Float64", "refined_beta": "Float64", "beta_beyond_measured": "boolean"}  # <NA> for bp
 
 
@@ -283,6 +285,9 @@ class TransferReport:
     optimum_probability: pd.DataFrame | None  # size, eta, beta, probability: P(optimum) under the seed bootstrap
     stability_edge: pd.DataFrame  # per size, the largest η and β at which every seed stayed ok (`stability_edges`)
     stability_drift: dict | None  # how far the stability edge moves across the swept sizes
+    worth: pd.DataFrame  # per size above the source: the transferred point's excess loss beside the size step's gain
+    flatness: pd.DataFrame  # per size: the loss one grid step from the optimum over the optimum's, each way
+    stability_margin: dict | None  # the stability edge extrapolated to the target, and the recommendation inside it
     warnings: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # sizes where points diverged or stopped
 
@@ -447,6 +452,12 @@ def _family_report(
                 "may be understated"
             )
     edges = stability_edges(rows, axis)
+    drift_of_edges = _edge_drift(edges, rows, uses_beta)
+    margin = stability_margin(edges, drift_of_edges, by_size[source], rows, target, eta, beta)
+    if margin is not None and not margin["inside"]:
+        warnings.append(margin["reason"])
+        if margin["eta"] is not None:
+            eta, beta, basis = margin["eta"], margin["beta"] if uses_beta else None, "stability margin"
     table = _table([asdict(o) for o in optima.values()], [f.name for f in fields(Optimum)])
     return TransferReport(
         family=family, axis=axis, source=source, target=target,
@@ -456,8 +467,8 @@ def _family_report(
         drift=drift, drift_sizes=drift_sizes, target_swept=target_swept, target_patch=target_patch,
         regret=regret, regret_interval=interval, extrapolated_regret=extrapolated,
         optima_coincide=coincide, transfer_holds=holds, optimum_probability=optimum_probabilities(records, rows, axis),
-        stability_edge=edges, stability_drift=_edge_drift(edges, rows, uses_beta),
-        warnings=warnings, failures=failures,
+        stability_edge=edges, stability_drift=drift_of_edges, worth=transfer_worth(rows, axis, src, optima),
+        flatness=flatness(rows, axis, optima), stability_margin=margin, warnings=warnings, failures=failures,
     )
 
 
@@ -604,6 +615,95 @@ def _edge_drift(edges: pd.DataFrame, family: pd.DataFrame, uses_beta: bool) -> d
     if not moved:
         return None
     return {"eta_decades": spans["eta"], "beta_decades": spans["beta"], "drifts": bool(max(moved) > DRIFT_DECADES)}
+
+
+def transfer_worth(rows: pd.DataFrame, axis: Axis, source: Optimum, optima: dict[int, Optimum]) -> pd.DataFrame:
+    """Whether transferring pays at each size above the source (Ghosh, Wu & Bietti 2025, "fast"
+    transfer): `excess`, the loss of the source's optimum there over that size's best, minus 1 (the
+    zero-shot regret − 1; inf where it failed), beside `gain`, the previous swept size's best loss
+    over this size's, minus 1 (what the size step bought). `pays` where the excess is at most
+    `WORTH_FACTOR` of the gain; null where the step gained nothing (gain ≤ 0)."""
+    sizes = sorted(optima)
+    out = []
+    for previous, size in zip(sizes, sizes[1:]):
+        if size <= source.size:
+            continue
+        regret = _regret(rows[rows[axis] == size], source.eta, source.beta, optima[size].loss)
+        excess = np.inf if regret is None else regret - 1
+        gain = optima[previous].loss / optima[size].loss - 1
+        out.append(dict(size=size, previous=previous, excess=excess, gain=gain,
+                        pays=bool(excess <= WORTH_FACTOR * gain) if gain > 0 else None))
+    return pd.DataFrame(out, columns=["size", "previous", "excess", "gain", "pays"]).astype({"pays": "boolean"})
+
+
+def flatness(rows: pd.DataFrame, axis: Axis, optima: dict[int, Optimum]) -> pd.DataFrame:
+    """How flat each size's optimum is: the seed-mean loss one grid step below and above it in η (at
+    its β) and in β (at its η), over its own; inf where that neighbour failed, null where it was not
+    measured (the grid's or a patch's edge; β for bp)."""
+    out = []
+    for size, best in optima.items():
+        surface = rows[rows[axis] == size]
+        row = {"size": size}
+        for rate, other, value, other_value in (("eta", "beta", best.eta, best.beta), ("beta", "eta", best.beta, best.eta)):
+            line = surface if other_value is None or rate == "eta" and best.beta is None else surface[
+                np.isclose(surface[other].astype(float), other_value)]
+            values = np.sort(line[rate].dropna().unique().astype(float)) if value is not None else np.array([])
+            i = int(np.searchsorted(values, value)) if value is not None else 0
+            for side, j in (("below", i - 1), ("above", i + 1)):
+                ratio = None
+                if value is not None and 0 <= j < len(values):
+                    neighbour = line[np.isclose(line[rate].astype(float), values[j])].iloc[0]
+                    ratio = float(neighbour.loss_mean / best.loss) if neighbour.valid else np.inf
+                row[f"{rate}_{side}"] = ratio
+        out.append(row)
+    columns = ["size", "eta_below", "eta_above", "beta_below", "beta_above"]
+    return pd.DataFrame(out, columns=columns).astype({c: "Float64" for c in columns[1:]})
+
+
+def stability_margin(edges: pd.DataFrame, drift: dict | None, source: pd.DataFrame, family: pd.DataFrame,
+                     target: int, eta: float, beta: float | None) -> dict | None:
+    """Where the stability edge drifts with size: each rate's edge extrapolated to `target` (a line
+    in log10 edge over log2 size, out of sample: the `EDGE_SIZES` or more sizes below the target
+    whose edge was measured), and whether the recommended (η, β) lies inside it by at least one grid
+    step (the family grid's mean ratio). When it does not, the best valid source point that does
+    (None if none) and the reason. None where the edge does not drift or too few edges are known."""
+    if drift is None or not drift["drifts"]:
+        return None
+    grid = dict(zip(("eta", "beta"), family_grid(family)))
+    out = {"eta_edge": None, "beta_edge": None, "eta_step": None, "beta_step": None}
+    for rate in ("eta", "beta") if beta is not None else ("eta",):
+        known = edges[(edges["size"] < target) & ~edges[f"{rate}_beyond_measured"].astype(bool)]
+        if len(known) < EDGE_SIZES or len(grid[rate]) < 2:
+            continue
+        slope, intercept = np.polyfit(np.log2(known["size"].to_numpy(float)), np.log10(known[rate].to_numpy(float)), 1)
+        out[f"{rate}_edge"] = float(10 ** (intercept + slope * np.log2(target)))
+        out[f"{rate}_step"] = float((grid[rate][-1] / grid[rate][0]) ** (1 / (len(grid[rate]) - 1)))
+    if out["eta_edge"] is None and out["beta_edge"] is None:
+        return None
+
+    def inside(e: float, b: float | None) -> bool:
+        return all(out[f"{r}_edge"] is None or v * out[f"{r}_step"] <= out[f"{r}_edge"] * (1 + 1e-9)
+                   for r, v in (("eta", e), ("beta", b)) if v is not None)
+
+    out["inside"] = inside(eta, beta)
+    out["eta"] = out["beta"] = out["reason"] = None
+    if not out["inside"]:
+        valid = source[source["valid"]]
+        safe = valid[[inside(float(e), beta_of(b)) for e, b in zip(valid["eta"], valid["beta"])]]
+        edge = ", ".join(f"{'η' if r == 'eta' else 'β'} ≈ {out[f'{r}_edge']:.3g}" for r in ("eta", "beta")
+                         if out[f"{r}_edge"] is not None)
+        out["reason"] = (f"the stability edge moves with size; extrapolated to {target} it lies at {edge}, less than "
+                         f"a grid step beyond the recommended {_rates_text(eta, beta)}")
+        if len(safe):
+            pick = safe.loc[safe["loss_mean"].idxmin()]
+            best = valid["loss_mean"].min()
+            out |= {"eta": float(pick.eta), "beta": beta_of(pick.beta)}
+            out["reason"] += (f": recommended instead the best source point at least a grid step inside it, "
+                              f"{_rates_text(out['eta'], out['beta'])} ({pick.loss_mean / best:.2f}x the source's best "
+                              "loss there)")
+        else:
+            out["reason"] += ": no source point lies a grid step inside it"
+    return out
 
 
 def signed(x: float) -> str:

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from .analysis import (
+    WORTH_FACTOR,
     BASIN_TOLERANCE,
     REGRET_LEVEL,
     REGRET_OK,
@@ -120,10 +121,48 @@ def transfer_text(r: TransferReport) -> str:
         *surface_table(r.source_surface, src, uses_beta=uses_beta),
         *_size_table(r),
         _drift_line(r),
+        *_worth_lines(r),
+        *_margin_lines(r),
     ]
     lines += [f"  failed: {item}" for item in r.failures]
     lines += [f"  WARNING: {w}" for w in r.warnings]
     return "\n".join(lines)
+
+
+def _worth_lines(r: TransferReport) -> list[str]:
+    """A row per size: the worth of the transfer there and the flatness of its optimum."""
+    worth = {int(w["size"]): w for w in r.worth.to_dict("records")}
+    header = [r.axis, "excess", "gain", "pays", "η below", "η above", "β below", "β above"]
+    rows = [header]
+    for f in r.flatness.to_dict("records"):
+        w = worth.get(int(f["size"]))
+        pays = "" if w is None else "—" if pd.isna(w["pays"]) else "yes" if w["pays"] else "no"
+        rows.append([str(f["size"]), "" if w is None else _number(w["excess"]), "" if w is None else
+                     _number(w["gain"]), pays,
+                     *(_number(f[c], "x") for c in ("eta_below", "eta_above", "beta_below", "beta_above"))])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [f"  worth and flatness by {r.axis} (excess: the loss at the source's optimum over the size's best, − 1; "
+            f"gain: the previous size's best over this one's, − 1; pays where the excess is at most "
+            f"{WORTH_FACTOR:g} of the gain; flatness: the loss one grid step from the optimum over its own):",
+            *("    " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows)]
+
+
+def _margin_lines(r: TransferReport) -> list[str]:
+    m = r.stability_margin
+    if m is None:
+        return []
+    edge = ", ".join(f"{'η' if rate == 'eta' else 'β'} ≈ {m[f'{rate}_edge']:.3g}" for rate in ("eta", "beta")
+                     if m[f"{rate}_edge"] is not None)
+    verdict = ("the recommendation lies at least a grid step inside it" if m["inside"] else
+               "the recommendation was moved inside it (see the warning)" if m["eta"] is not None else
+               "no source point lies a grid step inside it")
+    return [f"  stability margin: the stability edge extrapolated to {r.axis} {r.target} is {edge}; {verdict}"]
+
+
+def _number(value, unit: str = "") -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    return "∞" if math.isinf(value) else f"{value:.3g}{unit}"
 
 
 def transfer_markdown(r: TransferReport) -> str:

@@ -360,3 +360,59 @@ def test_a_refined_optimum_beyond_its_window_is_said_to_be_clipped():
     assert "(the fit's minimum lies beyond its 3 × 3 window: clipped to the window's edge)" in report.text()
     smooth = analysis.optimum(analysis.surfaces(synthetic([8], lambda s: 0.07, lambda s: 0.7)), 8)
     assert not smooth.refined_clipped and 0.05 < smooth.refined_eta < 0.1 and 0.5 < smooth.refined_beta < 1
+
+
+def test_the_worth_of_a_transfer_sets_its_excess_loss_beside_the_size_steps_gain():
+    """Depth 16's best loss is half depth 8's (a gain of 1.0 for the step). Its optimum moved one
+    grid step in η (0.1 → 0.05), so the source's optimum costs 10^(log10(2)²) − 1 = 0.232 there:
+    transfer pays. At depth 32 the optimum moved to η = 0.01 and nothing was gained: excess 9."""
+    eta_star = {8: 0.1, 16: 0.05, 32: 0.01}
+    records = synthetic([8, 16, 32], lambda s: eta_star[s], lambda s: 1.0)
+    records.loc[records.depth == 16, "min_train_loss"] *= 0.5
+    records.loc[records.depth == 32, "min_train_loss"] *= 0.5
+    (report,) = analysis.transfer(records, source=8, target=32)
+    worth = report.worth.set_index("size")
+    assert list(worth.index) == [16, 32] and list(worth.previous) == [8, 16]
+    assert worth.loc[16, "excess"] == pytest.approx(10 ** (np.log10(2) ** 2) - 1, rel=1e-6)
+    assert worth.loc[16, "gain"] == pytest.approx(1.0, rel=1e-6) and worth.loc[16, "pays"]
+    assert worth.loc[32, "excess"] == pytest.approx(9.0, rel=1e-6) and pd.isna(worth.loc[32, "pays"])  # no gain
+    assert report.to_dict()["worth"][0]["pays"] is True
+
+
+def test_flatness_is_the_loss_one_grid_step_away_over_the_optimums():
+    """log10 loss = (log η − log η*)² + …: one step from η* = 0.1 to 0.05 costs 10^(log10(2)²), to 0.5
+    10^(log10(5)²); in β from 1 to 0.5 and to 5 the same factors."""
+    (report,) = analysis.transfer(synthetic([8, 16], lambda s: 0.1, lambda s: 1.0), source=8, target=16)
+    row = report.flatness.set_index("size").loc[8]
+    near, far = 10 ** (np.log10(2) ** 2), 10 ** (np.log10(5) ** 2)
+    assert (row.eta_below, row.eta_above, row.beta_below, row.beta_above) == pytest.approx((near, far, near, far))
+    at_edge = analysis.transfer(synthetic([8, 16], lambda s: 0.5, lambda s: 10.0), source=8, target=16)[0]
+    edge_row = at_edge.flatness.set_index("size").loc[8]
+    assert pd.isna(edge_row.eta_above) and pd.isna(edge_row.beta_above)  # the grid's edge: nothing measured beyond
+
+
+PAPER_BETAS = [1000, 500, 100, 50, 10, 5, 1, 0.5, 0.1]
+
+
+def test_a_stability_edge_that_falls_with_size_moves_the_recommendation_inside_it():
+    """β* = 5 at every depth, but every β above 100, 50 and 10 diverges at depths 8, 16 and 32. Out of
+    sample, the line through log10 edge = 2, log10 50, 1 at log2 depth = 3, 4, 5 reaches depth 128
+    (log2 = 7) at ȳ + 3·slope, slope = (1 − 2)/2: a β edge near 1.17, under a grid step (√10) above
+    β = 0.1, the only source β a step inside it. The recommendation moves to (0.1, 0.1)."""
+    edge = {8: 100, 16: 50, 32: 10}
+    records = synthetic([8, 16, 32], lambda s: 0.1, lambda s: 5.0, betas=PAPER_BETAS)
+    records.loc[records.beta > records.depth.map(edge), "status"] = "diverged"
+    (report,) = analysis.transfer(records, source=8, target=128)
+    y = [2.0, np.log10(50), 1.0]
+    expected = 10 ** (np.mean(y) + 3 * (y[2] - y[0]) / 2)
+    margin = report.stability_margin
+    assert margin["beta_edge"] == pytest.approx(expected) and margin["beta_step"] == pytest.approx(10 ** 0.5)
+    assert margin["eta_edge"] is None  # η never diverged: its edge lies beyond the grid, not extrapolated
+    assert not margin["inside"] and (margin["eta"], margin["beta"]) == (0.1, 0.1)
+    assert (report.recommended_eta, report.recommended_beta, report.basis) == (0.1, 0.1, "stability margin")
+    assert any("recommended instead the best source point at least a grid step inside it, η=0.1, β=0.1" in w
+               for w in report.warnings)
+    steady = synthetic([8, 16, 32], lambda s: 0.1, lambda s: 5.0, betas=PAPER_BETAS)
+    steady.loc[steady.beta > 100, "status"] = "diverged"
+    (calm,) = analysis.transfer(steady, source=8, target=128)
+    assert calm.stability_margin is None and calm.recommended_beta == 5.0  # an edge that stays put moves nothing
