@@ -176,7 +176,8 @@ def test_cli_json_and_text_carry_the_verdict_and_its_uncertainty(tmp_path):
     assert [e["eta"] for e in family["stability_edge"]] == [0.5, 0.5, 0.5]
     text = runner.invoke(app, ["transfer", "--from", "8", "--to", "32", "--results", str(tmp_path)]).stdout
     assert "zero-shot regret 1.000 (90 % seed-bootstrap interval 1.000–1.000)" in text
-    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith("    ") and line.split()[0].isdigit()}
+    by_size = text.split("  worth and flatness by")[0]  # the table of optima, not the worth table below it
+    rows = {line.split()[0]: line for line in by_size.splitlines() if line.startswith("    ") and line.split()[0].isdigit()}
     # 5 η × 4 β grid points; the edges: η 1 and β 100 diverged on seed 1
     assert rows["8"].split() == ["8", "(η", "0.1,", "β", "1)", "0.01", "(η", "0.1,", "β", "1)", "1.00",
                                  "η", "0.5,", "β", "10", "20"]
