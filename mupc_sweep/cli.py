@@ -130,7 +130,7 @@ def train(
         raise fail(error, TRAIN_FLAGS) from None
     table = cell_records(result, dataset).sort_values("min_train_loss", na_position="last")
     columns = ["seed", "eta", "beta", "min_train_loss", "final_train_loss", "step_of_min", "steps_run", "status",
-               "test_acc_final", "test_acc_max"]
+               "test_acc_final", "test_acc_max", "inference_residual"]
     typer.echo(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     typer.echo(f"\n{best_text(table)}   ({result.wall_s:.1f} s on {result.device})")
 

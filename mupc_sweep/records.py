@@ -68,6 +68,7 @@ def cell_records(result: CellResult, dataset: str) -> pd.DataFrame:
             "step_of_min": step_of_min.astype(np.int64),
             "steps_run": result.steps_run.astype(np.int64),
             "status": [STATUSES[s] for s in result.status],
+            "inference_residual": _residual(result),
             "test_acc_final": result.test_acc_final.astype(np.float64),
             "test_acc_max": acc_max.astype(np.float64),
             "wall_s": result.wall_s,
@@ -77,6 +78,16 @@ def cell_records(result: CellResult, dataset: str) -> pd.DataFrame:
             "created_at": pd.Timestamp(datetime.now(timezone.utc)),
         }
     )
+
+
+def _residual(result: CellResult) -> pd.arrays.FloatingArray:
+    """Each point's median inference residual over the steps where it was measured: null for bp,
+    which has no inference, and for a point with no measured step."""
+    with np.errstate(all="ignore"):
+        measured = np.isfinite(result.residuals).any(axis=1)
+        median = np.where(measured, np.nanmedian(np.where(measured[:, None], result.residuals, 0.0), axis=1), np.nan)
+    return pd.array([None if result.cfg.algorithm == "bp" or not np.isfinite(m) else float(m) for m in median],
+                    dtype="Float64")
 
 
 def _betas(result: CellResult, n: int) -> pd.arrays.FloatingArray:
@@ -97,6 +108,9 @@ def cell_curves(result: CellResult, dataset: str, every: int = 10) -> pd.DataFra
     loss = np.full_like(acc, np.nan)
     inside = steps < n_steps
     loss[:, inside] = result.losses[:, steps[inside]]
+    residual = np.full_like(acc, np.nan)
+    measured = np.isin(steps, result.residual_steps)
+    residual[:, measured] = result.residuals[:, np.searchsorted(result.residual_steps, steps[measured])]
     n = len(steps)
     return pd.DataFrame(
         {
@@ -107,6 +121,7 @@ def cell_curves(result: CellResult, dataset: str, every: int = 10) -> pd.DataFra
             "beta": _betas(result, len(result.seeds)).repeat(n),
             "step": np.tile(steps.astype(np.int64), len(result.seeds)),
             "train_loss": loss.ravel(),
+            "inference_residual": residual.ravel(),
             "test_acc": acc.ravel(),
         }
     )

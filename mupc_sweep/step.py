@@ -71,16 +71,21 @@ def init_state(weights: Weights, net: Net) -> PointState:
     return PointState(weights, net.optimizer.init(weights), jnp.array(True), jnp.array(OK), jnp.array(0))
 
 
-def pc_loss_and_grads(w: Weights, x: Array, y: Array, beta: Array, net: Net) -> tuple[Array, Weights]:
-    """train_loss of the feedforward pass and ∇_W F after T inference steps of size β; x (D, B), y (C, B).
+def pc_loss_and_grads(
+    w: Weights, x: Array, y: Array, beta: Array, net: Net, measure: Array | None = None
+) -> tuple[Array, Weights, Array]:
+    """train_loss of the feedforward pass, ∇_W F after T inference steps of size β, and where
+    `measure` holds the inference residual (`inference_residual`; NaN otherwise); x (D, B), y (C, B).
 
     Step 1 moves only z_H; steps 2..T run on the windows of `inference_windows`.
     """
     s, act = net.scalings, net.activation
     z_ff, y_hat = forward(w, x, s, act)  # (H, N, B); z_ff[0] = a_1 W_1 x, constant while x is clamped
     z = z_ff
+    if net.inference_steps >= 1 or measure is not None:
+        g_ff = output_activity_grad(w, z_ff, y - y_hat, s, act)  # ∇_z F at the feedforward activities
     if net.inference_steps >= 1:
-        z = z - beta * output_activity_grad(w, z, y - y_hat, s, act)
+        z = z - beta * g_ff
     depth = z.shape[0]
     for k, n in inference_windows(depth, net.inference_steps):
         low = depth - k
@@ -88,7 +93,17 @@ def pc_loss_and_grads(w: Weights, x: Array, y: Array, beta: Array, net: Net) -> 
         z_top = _infer(top, z[low:], z_ff[low], y, beta, n, net)
         z = jnp.concatenate([z[:low], z_top], axis=0)
     e, e_out = errors(w, z, z_ff[0], y, s, act)
-    return half_mse(y_hat, y), weight_grads(z, x, e, e_out, s, act)
+    residual = jnp.full((), jnp.nan, y.dtype) if measure is None else jax.lax.cond(
+        measure, lambda: inference_residual(w, z, e, e_out, g_ff, net), lambda: jnp.full((), jnp.nan, y.dtype))
+    return half_mse(y_hat, y), weight_grads(z, x, e, e_out, s, act), residual
+
+
+def inference_residual(w: Weights, z: Array, e: Array, e_out: Array, g_ff: Array, net: Net) -> Array:
+    """How far inference got towards the activity equilibrium: ‖∇_z F(z_T)‖ / ‖∇_z F(z_0)‖ over all
+    hidden layers and the batch, from the errors `e`, `e_out` at the final activities z_T and the
+    gradient `g_ff` at the feedforward ones z_0. 0 at equilibrium; 1 where inference did not move."""
+    g = activity_grad(transposes(w), z, e, e_out, net.scalings, net.activation)
+    return jnp.sqrt(jnp.sum(g * g) / jnp.sum(g_ff * g_ff))
 
 
 def _infer(top: Weights, z_top: Array, drive: Array, y: Array, beta: Array, n: int, net: Net) -> Array:
@@ -115,12 +130,14 @@ def bp_loss_and_grads(w: Weights, x: Array, y: Array, net: Net) -> tuple[Array, 
 
 
 def point_step(
-    state: PointState, x: Array, y: Array, eta: Array, beta: Array, net: Net
-) -> tuple[PointState, Array]:
-    """One training step of one point on a batch x (D, B), y (C, B); a non-finite train_loss
-    freezes the point as diverged."""
+    state: PointState, x: Array, y: Array, eta: Array, beta: Array, net: Net, measure: Array | None = None
+) -> tuple[PointState, Array, Array]:
+    """One training step of one point on a batch x (D, B), y (C, B): its new state, its train_loss
+    and, where `measure` holds, its inference residual (NaN otherwise, for bp, and once stopped). A
+    non-finite train_loss freezes the point as diverged."""
+    residual = jnp.full((), jnp.nan, x.dtype)
     if net.algorithm == "pc":
-        loss, grads = pc_loss_and_grads(state.weights, x, y, beta, net)
+        loss, grads, residual = pc_loss_and_grads(state.weights, x, y, beta, net, measure)
     else:
         loss, grads = bp_loss_and_grads(state.weights, x, y, net)
     direction, optimizer = net.optimizer.update(grads, state.optimizer)
@@ -138,17 +155,18 @@ def point_step(
         status=jnp.where(state.alive & ~finite, DIVERGED, state.status),
         steps_run=state.steps_run + state.alive,
     )
-    return new_state, jnp.where(state.alive, loss, jnp.nan)
+    return new_state, jnp.where(state.alive, loss, jnp.nan), jnp.where(state.alive, residual, jnp.nan)
 
 
 def grid_step(
-    states: PointState, x: Array, y: Array, etas: Array, betas: Array, net: Net
-) -> tuple[PointState, Array]:
-    """`point_step` for every point of a chunk: leading axis G on all but `net`. Sweeps and
+    states: PointState, x: Array, y: Array, etas: Array, betas: Array, net: Net, measure: Array | None = None
+) -> tuple[PointState, Array, Array]:
+    """`point_step` for every point of a chunk: leading axis G on all but `net` and `measure` (one
+    flag for every point, so the residual's products run only at the steps that keep it). Sweeps and
     `train_points` both run this, every product in `MATMUL_PRECISION`. One point runs unbatched:
     XLA's CPU backend compiles a size-1 vmap of the step about 40 % slower."""
     with jax.default_matmul_precision(MATMUL_PRECISION):
         if etas.shape[0] == 1:
-            state, loss = point_step(*jax.tree.map(lambda a: a[0], (states, x, y, etas, betas)), net)
-            return jax.tree.map(lambda a: a[None], (state, loss))
-        return jax.vmap(point_step, in_axes=(0, 0, 0, 0, 0, None))(states, x, y, etas, betas, net)
+            out = point_step(*jax.tree.map(lambda a: a[0], (states, x, y, etas, betas)), net, measure)
+            return jax.tree.map(lambda a: a[None], out)
+        return jax.vmap(point_step, in_axes=(0, 0, 0, 0, 0, None, None))(states, x, y, etas, betas, net, measure)

@@ -36,7 +36,8 @@ RECORD_COLUMNS = (
     "batch_size", "epochs", "seed", "eta", "beta", "min_train_loss", "final_train_loss", "step_of_min", "steps_run",
     "status", "test_acc_final", "test_acc_max", "wall_s", "device", "code_version", "jax_version", "created_at",
 )
-OPTIONAL_COLUMNS = ("extension",)  # absent from records written before `grid.extend` existed: False there
+# Columns records written by earlier versions lack: `extension` (False there) and `inference_residual` (null).
+OPTIONAL_COLUMNS = ("extension", "inference_residual")
 POINT_COLUMNS = ["seed", "eta", "beta"]  # a point of a cell
 POINT_KEY = ["cell_id", *POINT_COLUMNS]
 OUTCOME_COLUMNS = [*POINT_COLUMNS, "min_train_loss", "status"]  # what deciding a cell's next points reads

@@ -77,15 +77,17 @@ def _report_progress(token: Array, chunk_id: Array, step: Array) -> None:
         callback(int(chunk_id), int(step))
 
 
-@partial(jax.jit, static_argnames=("cfg", "n_classes", "chunk", "optimizer"))
+@partial(jax.jit, static_argnames=("cfg", "n_classes", "chunk", "residual_every", "optimizer"))
 def _train_cell(
     x_train, y_train, x_test, y_test, seeds, seed_index, etas, betas, token, *, cfg: CellConfig, n_classes: int,
-    chunk: int, optimizer: optax.GradientTransformation = ADAM,
+    chunk: int, residual_every: int = 10, optimizer: optax.GradientTransformation = ADAM,
 ):
     """The cell program: distinct seeds (K,); per point (G,) an index into them, η and β; the
-    progress token -> per-point losses (G, S), evaluations, final accuracy, status and steps run."""
+    progress token -> per-point losses (G, S), evaluations, final accuracy, status, steps run, and
+    the inference residual at steps 0, k, 2k, … (G, ⌈S / k⌉), k = `residual_every`."""
     (n_train, d_in) = x_train.shape
-    net, n_steps, n_evals = network(cfg, d_in, optimizer), cfg.training_steps(n_train), cfg.training_steps(n_train) // cfg.eval_every
+    net, n_steps = network(cfg, d_in, optimizer), cfg.training_steps(n_train)
+    n_evals, n_kept = n_steps // cfg.eval_every, -(-n_steps // residual_every)
     dtype = x_train.dtype
 
     n_test = x_test.shape[0]
@@ -107,6 +109,7 @@ def _train_cell(
         weights = jax.tree.map(lambda a: a[seed_index], seed_weights)
         losses = jnp.full((chunk, n_steps), jnp.nan, dtype)
         accs = jnp.full((chunk, n_evals), jnp.nan, dtype)
+        residuals = jnp.full((chunk, n_kept), jnp.nan, dtype)
 
         def periodic_eval(step, state, accs):
             acc = evaluate(state.weights).astype(dtype)
@@ -124,13 +127,16 @@ def _train_cell(
             return jax.tree.map(lambda a: a[None], state) if chunk == 1 else state
 
         def body(carry):
-            step, state, losses, accs = carry
+            step, state, losses, accs, residuals = carry
             state = chunked(state)
             batch = seed_batches[seed_index, step]  # (chunk, B)
             x, y = x_train[batch], jax.nn.one_hot(y_train[batch], n_classes, dtype=dtype)
             x, y = jnp.swapaxes(x, 1, 2), jnp.swapaxes(y, 1, 2)  # examples as columns
-            state, loss = grid_step(state, x, y, eta, beta, net)
+            kept = step % residual_every == 0  # the steps whose curves are kept
+            state, loss, residual = grid_step(state, x, y, eta, beta, net, kept)
             losses = losses.at[:, step].set(loss)
+            column = step // residual_every  # written in place; between kept steps with what it holds
+            residuals = residuals.at[:, column].set(jnp.where(kept, residual, residuals[:, column]))
             step = step + 1
             jax.lax.cond(
                 step % PROGRESS_EVERY == 0, lambda: jax.debug.callback(_report_progress, token, chunk_id, step), lambda: None
@@ -139,20 +145,20 @@ def _train_cell(
                 state, accs = jax.lax.cond(
                     step % cfg.eval_every == 0, periodic_eval, lambda _, st, a: (st, a), step, state, accs
                 )
-            return step, carried(state), losses, accs
+            return step, carried(state), losses, accs, residuals
 
         def running(carry):
-            step, state, _, _ = carry
+            step, state, *_ = carry
             return (step < n_steps) & jnp.any(state.alive)
 
-        carry = (jnp.array(0), carried(jax.vmap(lambda w: init_state(w, net))(weights)), losses, accs)
-        _, state, losses, accs = jax.lax.while_loop(running, body, carry)
+        carry = (jnp.array(0), carried(jax.vmap(lambda w: init_state(w, net))(weights)), losses, accs, residuals)
+        _, state, losses, accs, residuals = jax.lax.while_loop(running, body, carry)
         state = chunked(state)
         final = evaluate(state.weights).astype(dtype)
         if n_evals == 0:  # a run shorter than eval_every: the final evaluation is the first one
             fail = state.alive & (final < NO_LEARNING_ACC)
             state = state._replace(status=jnp.where(fail, NO_LEARNING, state.status))
-        return losses, accs, final, state.status, state.steps_run
+        return losses, accs, final, state.status, state.steps_run, residuals
 
     n_points = seed_index.shape[0]
     pad_points = -n_points % chunk
@@ -175,13 +181,16 @@ class CellResult:
     test_acc_final: np.ndarray  # (G,)
     status: np.ndarray  # (G,) int: index into STATUSES
     steps_run: np.ndarray  # (G,)
+    residual_steps: np.ndarray  # (K,) the steps whose inference residual was measured: 0, k, 2k, …
+    residuals: np.ndarray  # (G, K) inference residual there (NaN for bp and once a point stopped)
     wall_s: float
     chunk: int
     device: str = ""
 
     def take(self, n: int) -> CellResult:
         """The result of the first `n` points only."""
-        per_point = ("seeds", "etas", "betas", "losses", "eval_acc", "test_acc_final", "status", "steps_run")
+        per_point = ("seeds", "etas", "betas", "losses", "eval_acc", "test_acc_final", "status", "steps_run",
+                     "residuals")
         return replace(self, **{name: getattr(self, name)[:n] for name in per_point})
 
 
@@ -207,6 +216,7 @@ def train_cell(
     chunk: int | None = None,
     seed_pool: Sequence[int] | None = None,
     progress: Callable[[float], None] | None = None,
+    residual_every: int = 10,
     optimizer: optax.GradientTransformation = ADAM,
 ) -> CellResult:
     """Train every point of a cell; `seeds`, `etas`, `betas` are paired (G,) arrays (β NaN for bp).
@@ -217,13 +227,16 @@ def train_cell(
     subset of a cell's points. Points run in
     chunks of at most `chunk` (default: by device), balanced; if the device runs out of memory the
     chunk of vmapped points is halved and the cell restarts. `progress`, if
-    given, is called now and then with the fraction of point-steps done. `optimizer`: the direction
+    given, is called now and then with the fraction of point-steps done. The inference residual is
+    measured inside the program every `residual_every` steps (a sweep's `curves_every`), from step 0,
+    at the cost of one more activity gradient on those steps. `optimizer`: the direction
     the weights step along (Adam; a benchmark passes another to take it apart).
     """
     seeds, etas, betas = np.asarray(seeds), np.asarray(etas, np.float64), np.asarray(betas, np.float64)
     cfg.check_points(seeds, etas, betas)
     if chunk is not None:
         check_int("chunk", chunk, minimum=1)
+    check_int("residual_every", residual_every, minimum=1)
     n_train, d_in = x_train.shape
     cfg.check_steps(n_train)
     chunk = balanced_chunk(chunk or default_chunk(cfg, d_in, n_classes, n_train, len(seeds)), len(seeds))
@@ -247,7 +260,7 @@ def train_cell(
             _PROGRESS[token] = lambda chunk_id, step: progress((chunk_id * n_steps + step) / (n_chunks * n_steps))
         try:
             out = jax.device_get(_train_cell(*args, jnp.asarray(token, jnp.int32), cfg=cfg, n_classes=n_classes,
-                                             chunk=chunk, optimizer=optimizer))
+                                             chunk=chunk, residual_every=residual_every, optimizer=optimizer))
             break
         except jax.errors.JaxRuntimeError as error:
             if "RESOURCE_EXHAUSTED" not in str(error) or chunk == 1:
@@ -255,13 +268,14 @@ def train_cell(
             chunk = balanced_chunk(max(1, chunk // 2), len(seeds))
         finally:
             _PROGRESS.pop(token, None)
-    losses, eval_acc, acc_final, status, steps_run = out
+    losses, eval_acc, acc_final, status, steps_run, residuals = out
     # the device's float32 percentages, back to exact multiples of 100 / n_test (77.099998 -> 77.1)
     n_test = len(x_test)
     eval_acc, acc_final = (np.round(np.float64(a) * n_test / 100) * 100 / n_test for a in (eval_acc, acc_final))
     return CellResult(
         cfg=cfg, seeds=seeds, etas=etas, betas=betas, losses=losses,
         eval_steps=np.arange(1, n_steps // cfg.eval_every + 1) * cfg.eval_every,
+        residual_steps=np.arange(0, n_steps, residual_every), residuals=residuals,
         eval_acc=eval_acc, test_acc_final=acc_final, status=status, steps_run=steps_run,
         wall_s=time.perf_counter() - start, chunk=chunk, device=describe_device(),
     )

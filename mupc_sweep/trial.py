@@ -32,7 +32,7 @@ def run_trial(
     betas = [math.nan if beta is None else beta for _, _, beta in padded]
     before = train_cell_compiles()
     result = train_cell(trial.cell, data.x_train, data.y_train, data.x_test, data.y_test, seeds, etas, betas,
-                        seed_pool=spec.seeds, progress=progress).take(len(points))
+                        seed_pool=spec.seeds, progress=progress, residual_every=spec.curves_every).take(len(points))
     compiles = train_cell_compiles() - before
     records = cell_records(result, spec.dataset).assign(
         extension=[is_extension(spec, eta, beta) for _, eta, beta in points])

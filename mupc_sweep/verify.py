@@ -62,7 +62,8 @@ def _train_points(w: Weights, xs, ys, etas, betas, *, net: Net):
 
     def step(state, batch):
         x, y = (jnp.broadcast_to(a.T, (n_points, *a.T.shape)) for a in batch)
-        return grid_step(state, x, y, etas, betas, net)
+        state, losses, _ = grid_step(state, x, y, etas, betas, net)
+        return state, losses
 
     state, losses = jax.lax.scan(step, state, (xs, ys))
     return losses.T, state.weights
