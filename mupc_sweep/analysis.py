@@ -39,6 +39,7 @@ BOOTSTRAP_SEED = 0  # fixed, so that a report is reproducible
 REGRET_LEVEL = 0.90  # coverage of the regret interval
 WORTH_FACTOR = 0.5  # transfer pays where its excess loss is at most this share of what the size step gained
 EDGE_SIZES = 3  # sizes below the target with a measured stability edge before it is extrapolated
+RESIDUAL_HIGH = 0.5  # an inference residual above this: inference stopped far from its equilibrium
 NULLABLE = {"beta": "Float64", "refined_beta": "Float64", "beta_beyond_measured": "boolean"}  # <NA> for bp
 
 
@@ -102,12 +103,15 @@ def check_records(records: pd.DataFrame) -> None:
 
 def surfaces(records: pd.DataFrame) -> pd.DataFrame:
     """Seed-mean surfaces: one row per (cell, η, β) with the mean, std and count of `min_train_loss`
-    over seeds, the number of seeds with status ok, `valid` (all seeds ok) and `extension` (a point
-    beyond the spec's grid; False where the records have no such column). A cell is its sweep,
+    over seeds, the number of seeds with status ok, `valid` (all seeds ok), `extension` (a point
+    beyond the spec's grid; False where the records have no such column) and `residual`, the
+    seed-mean inference residual (NaN for bp and for records written before it was measured). A cell is its sweep,
     settings and shape, as far as the table has those columns. β is <NA> for bp."""
     check_records(records)
     extension = records["extension"].fillna(False).astype(bool) if "extension" in records.columns else False
-    df = records.assign(beta=records["beta"].astype("Float64"), ok=records["status"].eq("ok"), extension=extension)
+    residual = records["inference_residual"].astype(float) if "inference_residual" in records.columns else np.nan
+    df = records.assign(beta=records["beta"].astype("Float64"), ok=records["status"].eq("ok"), extension=extension,
+                        residual=residual)
     cell = [c for c in (*SETTINGS, "inference_steps") if c in df.columns]
     keys = ["dataset", "activation", "param", "algorithm", *cell, "width", "depth", "eta", "beta"]
     out = df.groupby(keys, as_index=False, dropna=False).agg(
@@ -116,6 +120,7 @@ def surfaces(records: pd.DataFrame) -> pd.DataFrame:
         n_seeds=("seed", "nunique"),
         n_ok=("ok", "sum"),
         extension=("extension", "any"),
+        residual=("residual", "mean"),
     )
     out["loss_std"] = out["loss_std"].fillna(0.0)
     out["valid"] = (out["n_ok"] == out["n_seeds"]) & np.isfinite(out["loss_mean"])
@@ -183,6 +188,7 @@ class Optimum:
     n_valid: int
     n_points: int  # points measured, extension points included
     n_extension: int  # points measured beyond the spec's grid (grid.extend)
+    residual: float | None  # seed-mean inference residual at the optimum; None where not measured
 
 
 def optimum(surface: pd.DataFrame, size: int) -> Optimum | None:
@@ -204,6 +210,7 @@ def optimum(surface: pd.DataFrame, size: int) -> Optimum | None:
         basin_beta=(float(in_basin.beta.min()), float(in_basin.beta.max())) if uses_beta else None,
         on_edge=_on_edge(surface, eta, beta), n_valid=len(valid), n_points=len(surface),
         n_extension=int(surface["extension"].sum()),
+        residual=None if pd.isna(best.residual) else float(best.residual),
     )
 
 
@@ -288,6 +295,7 @@ class TransferReport:
     worth: pd.DataFrame  # per size above the source: the transferred point's excess loss beside the size step's gain
     flatness: pd.DataFrame  # per size: the loss one grid step from the optimum over the optimum's, each way
     stability_margin: dict | None  # the stability edge extrapolated to the target, and the recommendation inside it
+    inference_residual: dict  # seed-mean residual at the source's optimum and at the target's point ("source", "target")
     warnings: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # sizes where points diverged or stopped
 
@@ -451,6 +459,14 @@ def _family_report(
                 "patch, where the grid goes on: a better point may lie outside the patch, so the zero-shot regret "
                 "may be understated"
             )
+    residuals = {"source": src.residual, "target": _residual_at(by_size.get(target), src.eta, src.beta)}
+    for where, value in residuals.items():
+        if value is not None and value > RESIDUAL_HIGH:
+            size = source if where == "source" else target
+            warnings.append(f"inference stopped far from its equilibrium at {axis} {size} (residual {value:.2f} at "
+                            f"{'the source optimum' if where == 'source' else 'the transferred point'}): the verdict "
+                            "may reflect unfinished inference as much as the rates; more inference steps "
+                            "(network.inference_steps) tell the two apart")
     edges = stability_edges(rows, axis)
     drift_of_edges = _edge_drift(edges, rows, uses_beta)
     margin = stability_margin(edges, drift_of_edges, by_size[source], rows, target, eta, beta)
@@ -468,8 +484,17 @@ def _family_report(
         regret=regret, regret_interval=interval, extrapolated_regret=extrapolated,
         optima_coincide=coincide, transfer_holds=holds, optimum_probability=optimum_probabilities(records, rows, axis),
         stability_edge=edges, stability_drift=drift_of_edges, worth=transfer_worth(rows, axis, src, optima),
-        flatness=flatness(rows, axis, optima), stability_margin=margin, warnings=warnings, failures=failures,
+        flatness=flatness(rows, axis, optima), stability_margin=margin, inference_residual=residuals,
+        warnings=warnings, failures=failures,
     )
+
+
+def _residual_at(surface: pd.DataFrame | None, eta: float, beta: float | None) -> float | None:
+    """The seed-mean inference residual at the measured point nearest (η, β); None where none."""
+    if surface is None or surface.empty:
+        return None
+    value = _nearest(surface, eta, beta)["residual"]
+    return None if pd.isna(value) else float(value)
 
 
 def _on_patch_border(surface: pd.DataFrame, family: pd.DataFrame, eta: float, beta: float | None) -> bool:

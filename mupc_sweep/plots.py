@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import patheffects
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import LogNorm
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
@@ -92,8 +92,12 @@ def _rates(eta: float, beta: float | None) -> str:
     return words("eta", eta) + ("" if beta is None else f", {words('beta', beta)}")
 
 
+RESIDUAL_LABEL = "inference residual ‖∇F(z_T)‖ / ‖∇F(z_0)‖ (seed mean)"
+
+
 def contour_figure(
-    family: pd.DataFrame, axis: Axis, *, probability: pd.DataFrame | None = None, edges: pd.DataFrame | None = None
+    family: pd.DataFrame, axis: Axis, *, probability: pd.DataFrame | None = None, edges: pd.DataFrame | None = None,
+    quantity: str = "loss",
 ) -> Figure:
     """Fig. 5: one panel per size along `axis`, every panel on the family's grid (the η and β values
     measured at any size); x = β, y = η (log). Each measured valid point is a square coloured by
@@ -103,7 +107,10 @@ def contour_figure(
     (`analysis.optimum_probabilities`), white rings around the grid points the seed bootstrap makes
     the optimum, sized by that probability and labelled with it; with `edges`
     (`analysis.stability_edges`), ▲ at the largest stable η (at the optimum's β) and ▶ at the largest
-    stable β (at its η), hollow where that is the largest measured."""
+    stable β (at its η), hollow where that is the largest measured. With `quantity` "residual" the
+    squares show the seed-mean inference residual instead (0: inference reached the equilibrium; 1:
+    it did not move), on a linear scale from 0 to 1."""
+    column = {"loss": "loss_mean", "residual": "residual"}[quantity]
     sizes = sorted(family[axis].unique())
     etas, betas = family_grid(family)
     eta_bounds, beta_bounds = _bounds(etas), _bounds(betas)
@@ -112,14 +119,17 @@ def contour_figure(
     valid = family[family["valid"]]
     losses = valid["loss_mean"].to_numpy(float).clip(min=1e-12)
     norm = LogNorm(vmin=float(losses.min()), vmax=float(losses.max())) if len(losses) else LogNorm(0.1, 1)
+    if quantity == "residual":
+        norm = Normalize(vmin=0.0, vmax=1.0)
     patches = extensions = unmeasured = False
     for ax, size in zip(axes[0], sizes):
         surface = family[family[axis] == size]
         i, j = np.searchsorted(etas, surface["eta"]), np.searchsorted(betas, surface["beta"].to_numpy(float))
         ok = surface["valid"].to_numpy(bool)
         z = np.full((len(etas), len(betas)), np.nan)  # (η, β), NaN where no valid point was measured
-        z[i[ok], j[ok]] = surface["loss_mean"].to_numpy(float)[ok].clip(min=1e-12)
-        ax.pcolormesh(beta_bounds, eta_bounds, np.ma.masked_invalid(z), norm=norm, cmap="viridis", gid=SURFACE_GID)
+        z[i[ok], j[ok]] = surface[column].to_numpy(float)[ok].clip(min=1e-12)
+        ax.pcolormesh(beta_bounds, eta_bounds, np.ma.masked_invalid(z), norm=norm,
+                      cmap="viridis" if quantity == "loss" else "magma", gid=SURFACE_GID)
         unmeasured = unmeasured or len(surface) < len(etas) * len(betas)
         if is_patch(surface, family):
             patches = True
@@ -168,9 +178,11 @@ def contour_figure(
                     for m, t in (("^", "largest stable η"), (">", "largest stable β (hollow: the largest measured)"))]
     fig.legend(handles=markers, loc="outside lower center", ncols=min(len(markers), len(sizes)), fontsize=8,
                frameon=False)
-    mappable = ScalarMappable(norm=norm, cmap="viridis")
-    _plain_numbers(fig.colorbar(mappable, ax=axes[0].tolist(), label="min train loss (seed mean)").ax.yaxis)
-    fig.suptitle(f"{family_title(family, axis)}: transfer across {axis}")
+    mappable = ScalarMappable(norm=norm, cmap="viridis" if quantity == "loss" else "magma")
+    label = "min train loss (seed mean)" if quantity == "loss" else RESIDUAL_LABEL
+    _plain_numbers(fig.colorbar(mappable, ax=axes[0].tolist(), label=label).ax.yaxis)
+    what = "transfer" if quantity == "loss" else "inference residual"
+    fig.suptitle(f"{family_title(family, axis)}: {what} across {axis}")
     return fig
 
 
@@ -485,6 +497,8 @@ def figures(
             out[f"contours_{stem}"] = contour_figure(
                 family, axis, probability=optimum_probabilities(family_records(records, key), family, axis),
                 edges=stability_edges(family, axis))
+            if family["residual"].notna().any():
+                out[f"residual_{stem}"] = contour_figure(family, axis, quantity="residual")
         out[f"transfer_{stem}"] = transfer_figure(family, axis)
         if curves is None:
             continue

@@ -123,6 +123,7 @@ def transfer_text(r: TransferReport) -> str:
         _drift_line(r),
         *_worth_lines(r),
         *_margin_lines(r),
+        *_residual_lines(r),
     ]
     lines += [f"  failed: {item}" for item in r.failures]
     lines += [f"  WARNING: {w}" for w in r.warnings]
@@ -157,6 +158,16 @@ def _margin_lines(r: TransferReport) -> list[str]:
                "the recommendation was moved inside it (see the warning)" if m["eta"] is not None else
                "no source point lies a grid step inside it")
     return [f"  stability margin: the stability edge extrapolated to {r.axis} {r.target} is {edge}; {verdict}"]
+
+
+def _residual_lines(r: TransferReport) -> list[str]:
+    source, target = r.inference_residual["source"], r.inference_residual["target"]
+    if source is None and target is None:
+        return []
+    at_target = "" if target is None else f", {target:.3g} at the transferred point at {r.axis} {r.target}"
+    at_source = "not measured" if source is None else f"{source:.3g}"
+    return [f"  inference residual (‖∇F(z_T)‖ / ‖∇F(z_0)‖ after the T inference steps; 0 at equilibrium, 1 where "
+            f"inference did not move): {at_source} at the source's optimum{at_target}"]
 
 
 def _number(value, unit: str = "") -> str:

@@ -291,12 +291,14 @@ def test_cell_curves_by_hand():
     result = CellResult(cfg=cfg, seeds=np.array([0, 1]), etas=np.array([0.1, 0.1]), betas=np.array([1.0, 1.0]),
                         losses=losses, eval_steps=np.array([10, 20]), eval_acc=np.array([[50.0, 60.0], [55.0, 65.0]]),
                         test_acc_final=np.array([70.0, 75.0]), status=np.zeros(2, int), steps_run=np.array([25, 25]),
+                        residual_steps=np.array([0, 10, 20]), residuals=np.array([[0.5, 0.4, 0.3], [0.6, 0.5, 0.4]]),
                         wall_s=1.0, chunk=1)
     curves = cell_curves(result, "mnist", every=10)
     first = curves[curves.seed == 0]
     assert first.step.tolist() == [0, 10, 20, 25]
     np.testing.assert_array_equal(first.train_loss, [0.0, 10.0, 20.0, np.nan])
     np.testing.assert_array_equal(first.test_acc, [np.nan, 50.0, 60.0, 70.0])
+    np.testing.assert_array_equal(first.inference_residual, [0.5, 0.4, 0.3, np.nan])
     assert curves[curves.seed == 1].test_acc.tolist()[-1] == 75.0
 
 

@@ -417,3 +417,26 @@ def test_a_stability_edge_that_falls_with_size_moves_the_recommendation_inside_i
     steady.loc[steady.beta > 100, "status"] = "diverged"
     (calm,) = analysis.transfer(steady, source=8, target=128)
     assert calm.stability_margin is None and calm.recommended_beta == 5.0  # an edge that stays put moves nothing
+
+
+def test_the_residual_is_reported_at_the_source_optimum_and_the_target_point_and_drawn():
+    """Seeds' residuals 0.1, 0.2, 0.3 at depth 8 (mean 0.2) and 0.6, 0.7, 0.8 at 32 (0.7, above the
+    0.5 that reads as inference stopping far from equilibrium)."""
+    from mupc_sweep.plots import SURFACE_GID, figures
+
+    records = synthetic([8, 32], lambda s: 0.1, lambda s: 1.0)
+    records["inference_residual"] = np.where(records.depth == 8, 0.1, 0.6) + 0.1 * records.seed
+    (report,) = analysis.transfer(records, source=8, target=32)
+    assert report.inference_residual == pytest.approx({"source": 0.2, "target": 0.7})
+    assert report.source_optimum["residual"] == pytest.approx(0.2)
+    assert "0.2 at the source's optimum, 0.7 at the transferred point at depth 32" in report.text()
+    assert any(w.startswith("inference stopped far from its equilibrium at depth 32 (residual 0.70") for w in
+               report.warnings)
+    assert not any("depth 8 (residual" in w for w in report.warnings)
+    drawn = figures(records, axis="depth")
+    residual = drawn["residual_mnist_tanh_mupc_pc_N512_by_depth"]
+    assert "inference residual across depth" in residual._suptitle.get_text()
+    assert len([a for ax in residual.axes for a in ax.collections if a.get_gid() == SURFACE_GID]) == 2
+    plain = synthetic([8, 32], lambda s: 0.1, lambda s: 1.0)  # records without the column: nothing said, nothing drawn
+    assert analysis.transfer(plain, source=8, target=32)[0].inference_residual == {"source": None, "target": None}
+    assert not any(key.startswith("residual_") for key in figures(plain, axis="depth"))
