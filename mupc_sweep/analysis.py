@@ -425,48 +425,12 @@ def _family_report(
         warnings.append(f"the optimum at {axis} {source} is sharp: no other point within {BASIN_TOLERANCE:.0%}")
 
     by_size = {int(size): surface for size, surface in rows.groupby(axis)}
-    regret = interval = extrapolated = coincide = holds = None
     target_swept = target in by_size
     target_patch = patch_extent(by_size[target], rows, src.eta, src.beta) if target_swept else None
-    if target_swept and target not in optima:  # swept, and every point failed there
-        holds = False
-        warnings.append(f"transfer does not hold at {axis} {target}: every point diverged or stopped there")
-    elif target_swept:
-        tgt_surface, tgt = by_size[target], optima[target]
-        regret = _regret(tgt_surface, src.eta, src.beta, tgt.loss)
-        if basis == "extrapolated drift":
-            extrapolated = _regret(tgt_surface, eta, beta, tgt.loss)
-        src_means, tgt_means = (bootstrap_means(records[records[axis] == size], by_size[size], size=size)
-                                for size in (source, target))
-        if src_means is not None and tgt_means is not None:
-            interval = regret_interval(by_size[source], src_means, tgt_surface, tgt_means)
-        coincide = bool(np.isclose(tgt.eta, src.eta) and (tgt.beta is None or np.isclose(tgt.beta, src.beta)))
-        holds = regret is not None and regret <= REGRET_OK
-        if regret is None:
-            near = _nearest(tgt_surface, src.eta, src.beta)
-            warnings.append(
-                f"transfer does not hold at {axis} {target}: the grid point nearest the source's optimum "
-                f"({_rates_text(near.eta, beta_of(near.beta))}) diverged or stopped there"
-            )
-        elif not holds:
-            warnings.append(
-                f"transfer does not hold at {axis} {target}: the source's optimum reaches "
-                f"{regret:.2f}x the best loss there (at {_rates_text(tgt.eta, tgt.beta)})"
-            )
-        if target_patch is not None and _on_patch_border(tgt_surface, rows, tgt.eta, tgt.beta):
-            warnings.append(
-                f"the best point at {axis} {target} ({_rates_text(tgt.eta, tgt.beta)}) lies on the border of its "
-                "patch, where the grid goes on: a better point may lie outside the patch, so the zero-shot regret "
-                "may be understated"
-            )
+    verdict = _target_verdict(by_size, optima, records, rows, axis, src, target, eta, beta, basis)
+    warnings += verdict.pop("warnings")
     residuals = {"source": src.residual, "target": _residual_at(by_size.get(target), src.eta, src.beta)}
-    for where, value in residuals.items():
-        if value is not None and value > RESIDUAL_HIGH:
-            size = source if where == "source" else target
-            warnings.append(f"inference stopped far from its equilibrium at {axis} {size} (residual {value:.2f} at "
-                            f"{'the source optimum' if where == 'source' else 'the transferred point'}): the verdict "
-                            "may reflect unfinished inference as much as the rates; more inference steps "
-                            "(network.inference_steps) tell the two apart")
+    warnings += _residual_warnings(residuals, axis, source, target)
     edges = stability_edges(rows, axis)
     drift_of_edges = _edge_drift(edges, rows, uses_beta)
     margin = stability_margin(edges, drift_of_edges, by_size[source], rows, target, eta, beta)
@@ -480,13 +444,64 @@ def _family_report(
         recommended_eta=eta, recommended_beta=beta if uses_beta else None, basis=basis,
         source_optimum=asdict(src), source_surface=_surface_points(by_size[source]),
         optima=table.assign(patch=[is_patch(by_size[size], rows) for size in optima]),
-        drift=drift, drift_sizes=drift_sizes, target_swept=target_swept, target_patch=target_patch,
-        regret=regret, regret_interval=interval, extrapolated_regret=extrapolated,
-        optima_coincide=coincide, transfer_holds=holds, optimum_probability=optimum_probabilities(records, rows, axis),
+        drift=drift, drift_sizes=drift_sizes, target_swept=target_swept, target_patch=target_patch, **verdict,
+        optimum_probability=optimum_probabilities(records, rows, axis),
         stability_edge=edges, stability_drift=drift_of_edges, worth=transfer_worth(rows, axis, src, optima),
         flatness=flatness(rows, axis, optima), stability_margin=margin, inference_residual=residuals,
         warnings=warnings, failures=failures,
     )
+
+
+def _target_verdict(by_size: dict[int, pd.DataFrame], optima: dict[int, Optimum], records: pd.DataFrame,
+                    family: pd.DataFrame, axis: Axis, src: Optimum, target: int, eta: float, beta: float | None,
+                    basis: str) -> dict:
+    """The zero-shot verdict at `target` (the `TransferReport` fields regret, regret_interval,
+    extrapolated_regret, optima_coincide and transfer_holds, all None where the target was not swept)
+    and the warnings it calls for."""
+    out = dict(regret=None, regret_interval=None, extrapolated_regret=None, optima_coincide=None,
+               transfer_holds=None, warnings=[])
+    if target not in by_size:
+        return out
+    if target not in optima:  # swept, and every point failed there
+        out["transfer_holds"] = False
+        out["warnings"].append(f"transfer does not hold at {axis} {target}: every point diverged or stopped there")
+        return out
+    surface, tgt = by_size[target], optima[target]
+    regret = _regret(surface, src.eta, src.beta, tgt.loss)
+    if basis == "extrapolated drift":
+        out["extrapolated_regret"] = _regret(surface, eta, beta, tgt.loss)
+    src_means, tgt_means = (bootstrap_means(records[records[axis] == size], by_size[size], size=size)
+                            for size in (src.size, target))
+    if src_means is not None and tgt_means is not None:
+        out["regret_interval"] = regret_interval(by_size[src.size], src_means, surface, tgt_means)
+    out["optima_coincide"] = bool(np.isclose(tgt.eta, src.eta) and (tgt.beta is None or np.isclose(tgt.beta, src.beta)))
+    out["regret"], out["transfer_holds"] = regret, regret is not None and regret <= REGRET_OK
+    if regret is None:
+        near = _nearest(surface, src.eta, src.beta)
+        out["warnings"].append(f"transfer does not hold at {axis} {target}: the grid point nearest the source's optimum "
+                               f"({_rates_text(near.eta, beta_of(near.beta))}) diverged or stopped there")
+    elif not out["transfer_holds"]:
+        out["warnings"].append(f"transfer does not hold at {axis} {target}: the source's optimum reaches "
+                               f"{regret:.2f}x the best loss there (at {_rates_text(tgt.eta, tgt.beta)})")
+    if is_patch(surface, family) and _on_patch_border(surface, family, tgt.eta, tgt.beta):
+        out["warnings"].append(
+            f"the best point at {axis} {target} ({_rates_text(tgt.eta, tgt.beta)}) lies on the border of its patch, "
+            "where the grid goes on: a better point may lie outside the patch, so the zero-shot regret may be "
+            "understated")
+    return out
+
+
+def _residual_warnings(residuals: dict, axis: Axis, source: int, target: int) -> list[str]:
+    """A warning where the inference residual at the source's optimum or the transferred point is
+    above `RESIDUAL_HIGH`."""
+    out = []
+    for where, value in residuals.items():
+        if value is not None and value > RESIDUAL_HIGH:
+            size, point = (source, "the source optimum") if where == "source" else (target, "the transferred point")
+            out.append(f"inference stopped far from its equilibrium at {axis} {size} (residual {value:.2f} at "
+                       f"{point}): the verdict may reflect unfinished inference as much as the rates; more inference "
+                       "steps (network.inference_steps) tell the two apart")
+    return out
 
 
 def _residual_at(surface: pd.DataFrame | None, eta: float, beta: float | None) -> float | None:
