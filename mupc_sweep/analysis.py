@@ -16,6 +16,7 @@ read as a failed one. β is null for bp points: <NA> in tables, None in scalars.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
@@ -565,7 +566,8 @@ def bootstrap_means(records: pd.DataFrame, surface: pd.DataFrame, *, size: int) 
     losses[rows["point"].to_numpy(), np.searchsorted(seeds, rows["seed"])] = rows["min_train_loss"]
     rng = np.random.default_rng([BOOTSTRAP_SEED, size])
     draws = rng.integers(0, n_seeds, size=(BOOTSTRAP_RESAMPLES, n_seeds))  # (R, K)
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():  # a point some seeds lack (a patch's, beside a full run's) draws none of
+        warnings.simplefilter("ignore", RuntimeWarning)  # its seeds in some resamples: NaN there, never the optimum
         means = np.nanmean(losses[:, draws], axis=2).T  # (R, P)
     valid = surface["valid"].to_numpy(bool)
     return np.where(valid[None, :] & np.isfinite(means), means, np.inf)

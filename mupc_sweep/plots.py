@@ -92,7 +92,7 @@ def _rates(eta: float, beta: float | None) -> str:
     return words("eta", eta) + ("" if beta is None else f", {words('beta', beta)}")
 
 
-RESIDUAL_LABEL = "inference residual ‖∇F(z_T)‖ / ‖∇F(z_0)‖ (seed mean)"
+RESIDUAL_LABEL = "inference residual (seed mean)"
 
 
 def contour_figure(
