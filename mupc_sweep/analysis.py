@@ -702,6 +702,20 @@ def flatness(rows: pd.DataFrame, axis: Axis, optima: dict[int, Optimum]) -> pd.D
     return pd.DataFrame(out, columns=columns).astype({c: "Float64" for c in columns[1:]})
 
 
+def extrapolated_edge(edges: pd.DataFrame, size: int, *, uses_beta: bool) -> dict:
+    """Each rate's stability edge (`stability_edges`) extrapolated to `size` out of sample: a line in
+    log10 edge over log2 size through the `EDGE_SIZES` or more smaller sizes whose edge was measured
+    (not beyond the measured points). {"eta_edge": …, "beta_edge": …}, None where too few are known."""
+    out = {"eta_edge": None, "beta_edge": None}
+    for rate in ("eta", "beta") if uses_beta else ("eta",):
+        known = edges[(edges["size"] < size) & ~edges[f"{rate}_beyond_measured"].astype(bool)]
+        if len(known) >= EDGE_SIZES:
+            slope, intercept = np.polyfit(np.log2(known["size"].to_numpy(float)),
+                                          np.log10(known[rate].to_numpy(float)), 1)
+            out[f"{rate}_edge"] = float(10 ** (intercept + slope * np.log2(size)))
+    return out
+
+
 def stability_margin(edges: pd.DataFrame, drift: dict | None, source: pd.DataFrame, family: pd.DataFrame,
                      target: int, eta: float, beta: float | None) -> dict | None:
     """Where the stability edge drifts with size: each rate's edge extrapolated to `target` (a line
@@ -712,14 +726,12 @@ def stability_margin(edges: pd.DataFrame, drift: dict | None, source: pd.DataFra
     if drift is None or not drift["drifts"]:
         return None
     grid = dict(zip(("eta", "beta"), family_grid(family)))
-    out = {"eta_edge": None, "beta_edge": None, "eta_step": None, "beta_step": None}
-    for rate in ("eta", "beta") if beta is not None else ("eta",):
-        known = edges[(edges["size"] < target) & ~edges[f"{rate}_beyond_measured"].astype(bool)]
-        if len(known) < EDGE_SIZES or len(grid[rate]) < 2:
-            continue
-        slope, intercept = np.polyfit(np.log2(known["size"].to_numpy(float)), np.log10(known[rate].to_numpy(float)), 1)
-        out[f"{rate}_edge"] = float(10 ** (intercept + slope * np.log2(target)))
-        out[f"{rate}_step"] = float((grid[rate][-1] / grid[rate][0]) ** (1 / (len(grid[rate]) - 1)))
+    out = {**extrapolated_edge(edges, target, uses_beta=beta is not None), "eta_step": None, "beta_step": None}
+    for rate in ("eta", "beta"):
+        if out[f"{rate}_edge"] is not None and len(grid[rate]) >= 2:
+            out[f"{rate}_step"] = float((grid[rate][-1] / grid[rate][0]) ** (1 / (len(grid[rate]) - 1)))
+        else:
+            out[f"{rate}_edge"] = None
     if out["eta_edge"] is None and out["beta_edge"] is None:
         return None
 

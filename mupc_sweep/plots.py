@@ -23,6 +23,7 @@ from .analysis import (
     Optimum,
     check_axis,
     check_varied,
+    extrapolated_edge,
     families,
     family_grid,
     family_records,
@@ -41,6 +42,7 @@ OPTIMUM_GID = "optimum"
 FAILED_GID = "failed"
 PROBABILITY_GID = "probability"
 EDGE_GID = "stability edge"
+FORESEEN_GID = "foreseen edge"  # the stability edge extrapolated from the smaller sizes (analysis.extrapolated_edge)
 SURFACE_GID = "surface"  # the coloured squares: one per measured valid grid point
 PATCH_GID = "patch"  # the outline of a size's measured patch of the grid
 EXTENSION_GID = "extension"
@@ -121,7 +123,7 @@ def contour_figure(
     norm = LogNorm(vmin=float(losses.min()), vmax=float(losses.max())) if len(losses) else LogNorm(0.1, 1)
     if quantity == "residual":
         norm = Normalize(vmin=0.0, vmax=1.0)
-    patches = extensions = unmeasured = False
+    patches = extensions = unmeasured = foreseen = False
     for ax, size in zip(axes[0], sizes):
         surface = family[family[axis] == size]
         i, j = np.searchsorted(etas, surface["eta"]), np.searchsorted(betas, surface["beta"].to_numpy(float))
@@ -151,6 +153,12 @@ def contour_figure(
             _draw_probability(ax, probability[probability["size"] == size])
         if edges is not None and best is not None:
             _draw_edges(ax, edges[edges["size"] == size], best)
+            predicted = extrapolated_edge(edges, int(size), uses_beta=best.beta is not None)
+            for marker, eta, beta in (("v", predicted["eta_edge"], best.beta), ("<", best.eta, predicted["beta_edge"])):
+                if eta is not None and beta is not None:
+                    foreseen = True
+                    ax.plot([beta], [eta], marker=marker, ms=9, linestyle="none",
+                            color="none", markeredgecolor=EDGE_COLOUR, markeredgewidth=2, gid=FORESEEN_GID, zorder=4)
         if best is not None:
             ax.plot([best.beta], [best.eta], marker="*", ms=16, color="white", markeredgecolor="k", gid=OPTIMUM_GID,
                     linestyle="none", zorder=5)
@@ -176,6 +184,9 @@ def contour_figure(
     if edges is not None:
         markers += [Line2D([], [], marker=m, ms=8, color=EDGE_COLOUR, markeredgecolor="k", linestyle="none", label=t)
                     for m, t in (("^", "largest stable η"), (">", "largest stable β (hollow: the largest measured)"))]
+    if foreseen:
+        markers.append(Line2D([], [], marker="<", ms=8, color="none", markeredgecolor=EDGE_COLOUR, markeredgewidth=2,
+                              linestyle="none", label="stability edge the smaller sizes foresee (stability margin)"))
     fig.legend(handles=markers, loc="outside lower center", ncols=min(len(markers), len(sizes)), fontsize=8,
                frameon=False)
     mappable = ScalarMappable(norm=norm, cmap="viridis" if quantity == "loss" else "magma")

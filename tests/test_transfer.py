@@ -440,3 +440,21 @@ def test_the_residual_is_reported_at_the_source_optimum_and_the_target_point_and
     plain = synthetic([8, 32], lambda s: 0.1, lambda s: 1.0)  # records without the column: nothing said, nothing drawn
     assert analysis.transfer(plain, source=8, target=32)[0].inference_residual == {"source": None, "target": None}
     assert not any(key.startswith("residual_") for key in figures(plain, axis="depth"))
+
+
+def test_the_contours_mark_the_stability_edge_the_smaller_sizes_foresee():
+    """The falling β edge of the margin test: at depth 64 the edges of 8, 16 and 32 foresee β ≈
+    10^(ȳ + 2·slope) (log2 64 = 6, two steps past their mean); depth 32 has only two smaller sizes."""
+    from mupc_sweep.plots import FORESEEN_GID, contour_figure
+
+    edge = {8: 100, 16: 50, 32: 10, 64: 1}
+    records = synthetic([8, 16, 32, 64], lambda s: 0.1, lambda s: 0.5, betas=PAPER_BETAS)
+    records.loc[records.beta > records.depth.map(edge), "status"] = "diverged"
+    surf = analysis.surfaces(records)
+    fig = contour_figure(surf, "depth", edges=analysis.stability_edges(surf, "depth"))
+    marks = [(i, line) for i, ax in enumerate(fig.axes[:4]) for line in ax.lines if line.get_gid() == FORESEEN_GID]
+    assert [i for i, _ in marks] == [3]  # only the panel with three smaller sizes
+    y = [2.0, np.log10(50), 1.0]
+    (_, line), = marks
+    assert line.get_xdata()[0] == pytest.approx(10 ** (np.mean(y) + 2 * (y[2] - y[0]) / 2))
+    assert line.get_ydata()[0] == pytest.approx(0.1)  # at the optimum's η
