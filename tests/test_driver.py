@@ -23,7 +23,7 @@ from mupc_sweep.cli import app
 from mupc_sweep.driver import InProcess, plan_sweep, run_sweep
 from mupc_sweep.errors import SpecError
 from mupc_sweep.lock import SweepLocked
-from mupc_sweep.store import RECORD_COLUMNS, POINT_KEY, left_out, load_records, prepare, write_cell
+from mupc_sweep.store import OPTIONAL_COLUMNS, RECORD_COLUMNS, POINT_KEY, left_out, load_records, prepare, write_cell
 
 SPEC = {
     "name": "tiny",
@@ -68,7 +68,8 @@ def test_run_writes_records_a_rerun_trains_nothing_and_status_tells_the_best(set
                                        "tanh-mupc-pc-N4-H3-T3.s0-e0.1-b0.5.parquet"]  # the cell and its first point
     assert sorted(p.name for p in (results / "tiny" / "curves").glob("*.parquet")) == [f.name for f in files]
     table = load_records(results)
-    assert sorted(table.columns) == sorted([*RECORD_COLUMNS, "extension"]) and not table.extension.any()
+    assert sorted(table.columns) == sorted([*RECORD_COLUMNS, *OPTIONAL_COLUMNS]) and not table.extension.any()
+    assert (table.inference_residual > 0).all()  # measured for every PC point
     assert len(table) == 2 * 2 * 2 and not table.duplicated(POINT_KEY).any() and table.steps_run.max() == 20
     before = snapshot(results)
     second = invoke("run", spec, "--results", results, "--data-dir", data_dir, "--in-process")
